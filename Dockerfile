@@ -1,0 +1,9 @@
+# The Airflow image of docker-compose.yaml: the pinned Airflow plus this project's locked requirements.
+FROM apache/airflow:3.3.2-python3.11
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client-15 zstd \
+ && rm -rf /var/lib/apt/lists/*
+USER airflow
+COPY requirements.txt /requirements.txt
+RUN pip install --no-cache-dir -r /requirements.txt apache-airflow-providers-celery

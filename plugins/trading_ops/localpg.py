@@ -1,0 +1,223 @@
+"""A throwaway PostgreSQL cluster on 127.0.0.1, for the tests and for `make up`.
+
+initdb and pg_ctl refuse to run as root, so when we are root they run as the `postgres` OS user on a directory it
+owns. The cluster archives WAL (`wal_level=replica`, `archive_mode=on`) into a fresh directory per cluster:
+segment names restart at 1 in every new cluster, so reusing an archive directory would make the next run's
+`archive_command` refuse its first segment.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+SERVER_USER = "postgres"
+
+
+class PostgresNotInstalled(RuntimeError):
+    pass
+
+
+def server_bindir() -> Path:
+    """The directory holding initdb/pg_ctl/postgres (Debian keeps them off PATH)."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
+    if candidates:
+        return Path(candidates[-1])
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    raise PostgresNotInstalled(
+        "PostgreSQL server binaries were not found: install them with "
+        "`apt-get install postgresql-15 postgresql-client-15 postgresql-contrib` (or set PG_BINDIR)."
+    )
+
+
+def free_port(preferred: int = 0) -> int:
+    """`preferred` when nothing listens there, otherwise any free port on 127.0.0.1."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", SERVER_USER, "--", *argv]
+    return argv
+
+
+def server_user_can_reach(path: Path) -> bool:
+    if os.geteuid() != 0:
+        return True
+    return subprocess.run(["runuser", "-u", SERVER_USER, "--", "test", "-x", str(path)]).returncode == 0
+
+
+def _give_to_server_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(SERVER_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class LocalCluster:
+    base_dir: Path
+    port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    superuser: str = "postgres"
+    extra_settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def wal_archive_dir(self) -> Path:
+        return self.base_dir / "wal-archive"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base_dir / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "postgres.log"
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        result = subprocess.run(_as_server_user(argv), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{Path(argv[0]).name} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def settings(self) -> dict[str, str]:
+        archive = shlex.quote(str(self.wal_archive_dir))
+        return {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "wal_level": "replica",
+            "archive_mode": "on",
+            # Never overwrite a segment: a second copy with the same name means two clusters share the archive.
+            "archive_command": (
+                f"'test ! -f {archive}/%f && cp %p {archive}/%f.tmp && mv {archive}/%f.tmp {archive}/%f'"
+            ),
+            "max_wal_senders": "10",
+            "password_encryption": "'scram-sha-256'",
+            "log_connections": "on",
+            "log_disconnections": "on",
+            "logging_collector": "off",
+            "shared_buffers": "128MB",
+            "max_connections": "100",
+            **self.extra_settings,
+        }
+
+    def init(self) -> None:
+        """Create the cluster; the superuser's password is set from a file that is deleted right after."""
+        bindir = server_bindir()
+        if not server_user_can_reach(self.base_dir.parent):
+            raise PermissionError(
+                f"the {SERVER_USER} OS user cannot enter {self.base_dir.parent}: put the cluster in a directory it can "
+                "reach (every parent needs o+x)"
+            )
+        for directory in (self.base_dir, self.wal_archive_dir, self.socket_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            _give_to_server_user(directory)
+        pwfile = self.base_dir / ".pwfile"
+        pwfile.write_text(self.password + "\n")
+        _give_to_server_user(pwfile)
+        try:
+            self._run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.superuser,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ]
+            )
+        finally:
+            pwfile.unlink()
+        with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
+            for key, value in self.settings().items():
+                conf.write(f"{key} = {value}\n")
+
+    def start(self, timeout: float = 60) -> None:
+        self.log_file.touch()
+        _give_to_server_user(self.log_file)
+        self._run(
+            [
+                str(server_bindir() / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ]
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.is_running():
+            self._run([str(server_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return False
+        result = subprocess.run(
+            _as_server_user([str(server_bindir() / "pg_ctl"), "-D", str(self.data_dir), "status"]),
+            capture_output=True,
+        )
+        return result.returncode == 0
+
+    def conninfo(self, dbname: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user={self.superuser} password={self.password} dbname={dbname}"
+
+    def uri(self, dbname: str = "postgres", scheme: str = "postgresql") -> str:
+        return f"{scheme}://{quote(self.superuser)}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str, template: str | None = None) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            conn.execute(statement)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")

@@ -1,0 +1,128 @@
+"""Test harness: Airflow pointed at a temporary home, a real PostgreSQL 15 cluster, and a test policy.
+
+Airflow reads its configuration when first imported, so the environment is set here, at import time of the
+conftest, before any test module imports airflow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR = Path(tempfile.mkdtemp(prefix="trading-ops-test-"))
+# The postgres OS user runs the test cluster and must be able to enter this directory.
+RUN_DIR.chmod(0o755)
+AIRFLOW_HOME = RUN_DIR / "airflow-home"
+AIRFLOW_HOME.mkdir()
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    }
+)
+
+from trading_ops.devenv import write_local_policy  # noqa: E402
+from trading_ops.localpg import LocalCluster  # noqa: E402
+
+PG_BASE = RUN_DIR / "pg"
+POLICY_ROOT = RUN_DIR / "root"
+POLICY_ROOT.mkdir()
+TEST_POLICY = write_local_policy(
+    RUN_DIR / "ops_policy.yaml",
+    POLICY_ROOT,
+    wal_archive_dir=PG_BASE / "wal-archive",
+    airflow_url="http://127.0.0.1:8080",
+)
+os.environ["TRADING_OPS_POLICY"] = str(TEST_POLICY)
+
+# Demo data ends here, so tests that archive "older than 3 months" know exactly which rows qualify.
+DEMO_END = datetime(2026, 11, 1, tzinfo=UTC)
+TEMPLATE_DB = "trading_db_template"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL 15 on 127.0.0.1 with WAL archiving, amcheck and the manual's schema in trading_db."""
+    import psycopg
+
+    from trading_ops.demo_data import create_schema, load_demo_data
+
+    cluster = LocalCluster(PG_BASE)
+    cluster.init()
+    cluster.start()
+    try:
+        cluster.create_database(TEMPLATE_DB)
+        with psycopg.connect(cluster.conninfo(TEMPLATE_DB)) as conn:
+            create_schema(conn)
+            load_demo_data(conn, end=DEMO_END, step=timedelta(hours=6), order_step=timedelta(days=1))
+        cluster.create_database("trading_db", template=TEMPLATE_DB)
+        os.environ["AIRFLOW_CONN_TRADING_DB"] = cluster.uri("trading_db")
+        yield cluster
+    finally:
+        cluster.stop(mode="immediate")
+
+
+_db_names = itertools.count(1)
+
+
+@pytest.fixture
+def fresh_db(pg_cluster, monkeypatch):
+    """A new database copied from the demo template; the `trading_db` connection points at it for the test."""
+    name = f"test_db_{os.getpid()}_{next(_db_names)}"
+    pg_cluster.create_database(name, template=TEMPLATE_DB)
+    monkeypatch.setenv("AIRFLOW_CONN_TRADING_DB", pg_cluster.uri(name))
+    yield name
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def pg_conn(pg_cluster, fresh_db):
+    import psycopg
+
+    with psycopg.connect(pg_cluster.conninfo(fresh_db)) as conn:
+        yield conn
+
+
+@pytest.fixture
+def make_policy(tmp_path, monkeypatch):
+    """Write a copy of the test policy with `changes` applied ({"backup.compression": "gzip"}) and use it."""
+
+    def _make(changes: dict) -> Path:
+        data = yaml.safe_load(TEST_POLICY.read_text())
+        for dotted, value in changes.items():
+            *parents, last = dotted.split(".")
+            node = data
+            for key in parents:
+                node = node[int(key)] if isinstance(node, list) else node[key]
+            node[last] = value
+        path = tmp_path / f"policy_{len(list(tmp_path.glob('policy_*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        monkeypatch.setenv("TRADING_OPS_POLICY", str(path))
+        return path
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """The SQLite metadata DB that dag.test() needs, created once per session."""
+    from airflow.utils import db
+
+    db.initdb()

@@ -1,0 +1,44 @@
+"""The end-to-end harness: `airflow standalone` on a real scheduler and LocalExecutor, driven over the REST API."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import ROOT, RUN_DIR, TEST_POLICY
+from trading_ops.devenv import AirflowStandalone
+
+
+@pytest.fixture(scope="session")
+def e2e_service_env() -> dict[str, str]:
+    """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def airflow_standalone(pg_cluster, e2e_service_env):
+    pg_cluster.create_database("airflow_e2e")
+    airflow = AirflowStandalone(
+        home=RUN_DIR / "e2e-airflow-home",
+        metadata_db_uri=pg_cluster.uri("airflow_e2e", scheme="postgresql+psycopg"),
+        extra_env={
+            "TRADING_OPS_POLICY": str(TEST_POLICY),
+            "AIRFLOW_CONN_TRADING_DB": pg_cluster.uri("trading_db"),
+            **e2e_service_env,
+        },
+    )
+    log_file = RUN_DIR / "e2e-airflow.log"
+    try:
+        airflow.start(log_file)
+        yield airflow
+    finally:
+        airflow.stop()
+        # Keep what a failed run needs for triage: the components' output and every task log.
+        artifacts = ROOT / "test-artifacts" / "e2e"
+        shutil.rmtree(artifacts, ignore_errors=True)
+        artifacts.mkdir(parents=True)
+        if log_file.exists():
+            shutil.copy(log_file, artifacts / "airflow-standalone.log")
+        if (airflow.home / "logs").exists():
+            shutil.copytree(airflow.home / "logs", artifacts / "task-logs")
