@@ -97,7 +97,7 @@ class AirflowStandalone:
         env.update(self.extra_env)
         return env
 
-    def start(self, log_file: Path, timeout: float = 180) -> None:
+    def start(self, log_file: Path, timeout: float = 300) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         # The simple auth manager keeps a password it finds in this file, which is how the login stays fixed.
         (self.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({ADMIN_USER: self.password}))
