@@ -34,6 +34,10 @@ os.environ.update(
     }
 )
 
+# Airflow replaces the root logging handlers when it configures logging on first import; doing it now, before
+# pytest installs its capture handlers for each test, keeps `caplog` working in tests that use Airflow hooks.
+import airflow.providers.postgres.hooks.postgres  # noqa: E402, F401
+
 from trading_ops.devenv import write_local_policy  # noqa: E402
 from trading_ops.localpg import LocalCluster  # noqa: E402
 
