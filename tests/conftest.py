@@ -130,3 +130,15 @@ def airflow_db():
     from airflow.utils import db
 
     db.initdb()
+
+
+@pytest.fixture
+def fake_trading_api(tmp_path, monkeypatch):
+    """The trading-api Deployment (3 ready pods) behind a fake Kubernetes API, wired as `kubernetes_default`."""
+    from tests.fakes.kubernetes_workload import FakeDeployment, FakeKubernetes
+
+    deployment = FakeDeployment("trading", "trading-api", {"app": "trading-api"}, replicas=3)
+    with FakeKubernetes(deployment) as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", fake.connection_json(kubeconfig))
+        yield fake

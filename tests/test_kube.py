@@ -6,35 +6,24 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fakes.kubernetes_workload import FakeDeployment, FakeKubernetes
 from trading_ops import kube
-
-
-@pytest.fixture
-def fake_k8s(tmp_path, monkeypatch):
-    deployment = FakeDeployment("trading", "trading-api", {"app": "trading-api"}, replicas=3)
-    with FakeKubernetes(deployment) as fake:
-        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", fake.connection_json(kubeconfig))
-        yield fake
-
 
 WORKLOAD = kube.Workload("kubernetes_default", "trading", "trading-api", "app=trading-api")
 
 
-def test_scale_down_waits_until_the_pods_are_gone(fake_k8s):
+def test_scale_down_waits_until_the_pods_are_gone(fake_trading_api):
     assert kube.current_replicas(WORKLOAD) == 3
     kube.scale(WORKLOAD, 0)
     assert len(kube.pods(WORKLOAD)) == 3, "pods linger while terminating"
     assert {pod.status for pod in kube.pods(WORKLOAD)} == {"Terminating"}
     kube.wait_for_no_pods(WORKLOAD, timedelta(seconds=10), poll=0.1)
     assert kube.pods(WORKLOAD) == []
-    assert fake_k8s.scale_requests() == [0]
-    patch = next(r for r in fake_k8s.requests if r[1] == "PATCH")
+    assert fake_trading_api.scale_requests() == [0]
+    patch = next(r for r in fake_trading_api.requests if r[1] == "PATCH")
     assert patch[2] == "/apis/apps/v1/namespaces/trading/deployments/trading-api/scale"
 
 
-def test_scale_up_waits_for_ready_and_lists_pods_like_kubectl(fake_k8s, caplog):
+def test_scale_up_waits_for_ready_and_lists_pods_like_kubectl(fake_trading_api, caplog):
     kube.scale(WORKLOAD, 0)
     kube.wait_for_no_pods(WORKLOAD, timedelta(seconds=10), poll=0.1)
     kube.scale(WORKLOAD, 2)
@@ -45,11 +34,13 @@ def test_scale_up_waits_for_ready_and_lists_pods_like_kubectl(fake_k8s, caplog):
     table = kube.format_pods(final)
     assert table.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert "Running" in table and "kubectl get pods -l app=trading-api" in caplog.text
-    assert any("/api/v1/namespaces/trading/pods?labelSelector=app%3Dtrading-api" in r[2] for r in fake_k8s.requests)
+    assert any(
+        "/api/v1/namespaces/trading/pods?labelSelector=app%3Dtrading-api" in r[2] for r in fake_trading_api.requests
+    )
 
 
-def test_a_timeout_names_what_it_waited_for(fake_k8s):
-    fake_k8s.deployment.terminate_seconds = 60
+def test_a_timeout_names_what_it_waited_for(fake_trading_api):
+    fake_trading_api.deployment.terminate_seconds = 60
     kube.scale(WORKLOAD, 0)
     with pytest.raises(TimeoutError, match="no pod with label app=trading-api remains"):
         kube.wait_for_no_pods(WORKLOAD, timedelta(seconds=0.5), poll=0.1)

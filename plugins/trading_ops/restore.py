@@ -144,6 +144,14 @@ def terminate_sessions(conn_id: str, database: str, timeout: timedelta) -> None:
             time.sleep(0.2)
 
 
+def list_dump(dump: Path) -> int:
+    """The number of items in the dump's table of contents; refuses a file pg_restore cannot read."""
+    toc = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True)
+    if toc.returncode != 0:
+        raise RestoreRefused(f"pg_restore cannot read the dump {dump.name}: {toc.stderr.strip()}.")
+    return sum(1 for line in toc.stdout.splitlines() if line and not line.startswith(";"))
+
+
 def run_pg_restore(conn_id: str, dump: Path, database: str, *, jobs: int, clean: bool) -> int:
     """pg_restore `dump` into `database`, logging each object; returns the number of TOC items restored.
 
@@ -151,10 +159,7 @@ def run_pg_restore(conn_id: str, dump: Path, database: str, *, jobs: int, clean:
     transaction so a failure leaves the database as it was; that rules out parallel jobs.
     """
     env = {**os.environ, **libpq_env(conn_id, database=database)}
-    toc = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True, env=env)
-    if toc.returncode != 0:
-        raise RuntimeError(f"pg_restore cannot read {dump.name}: {toc.stderr.strip()}")
-    total = sum(1 for line in toc.stdout.splitlines() if line and not line.startswith(";"))
+    total = list_dump(dump)
     argv = ["pg_restore", "--verbose", "--exit-on-error", "--no-password", "--dbname", database]
     if clean:
         if jobs > 1:
@@ -171,9 +176,10 @@ def run_pg_restore(conn_id: str, dump: Path, database: str, *, jobs: int, clean:
         for line in process.stderr:
             line = line.rstrip()
             tail = (tail + [line])[-20:]
-            if line.startswith(("pg_restore: creating", "pg_restore: processing data", "pg_restore: launching")):
+            if line.startswith(("pg_restore: creating", "pg_restore: processing data", "pg_restore: executing")):
                 done += 1
-                log.info("[%d/%d %.0fs] %s", done, total, time.monotonic() - started, line.removeprefix("pg_restore: "))
+                elapsed = time.monotonic() - started
+                log.info("[%d/%d %.0fs] %s", min(done, total), total, elapsed, line.removeprefix("pg_restore: "))
             elif "error" in line.lower() or "warning" in line.lower():
                 log.warning("%s", line)
         process.wait()
