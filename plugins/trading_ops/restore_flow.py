@@ -29,7 +29,22 @@ def _stamp(run_stamp: datetime) -> datetime:
 
 
 def validate_request(params: dict, run_stamp: datetime) -> dict:
-    """Every check that can refuse the restore, before anything changes; returns the plan."""
+    """Every check that can refuse the restore, before anything changes; returns the plan.
+
+    A problem the user can fix (a bad form value, an unknown or damaged backup, a wrong key) fails the task
+    at once, without retries, with its one-sentence explanation.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from trading_ops import backup as backups
+
+    try:
+        return _plan(params, run_stamp)
+    except (restore.RestoreRefused, backups.BackupNotFound, backups.BackupCorrupt, backups.BackupKeyError) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _plan(params: dict, run_stamp: datetime) -> dict:
     from trading_ops import backup as backups
 
     policy = load_policy()
@@ -135,9 +150,9 @@ def desired_replicas(plan: dict, recorded: int | None) -> int | None:
 def scale_up_workload(plan: dict, recorded: int | None) -> int:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    desired = desired_replicas(plan, recorded)
-    if recorded is None or desired is None:
+    if plan is None or recorded is None:
         raise AirflowSkipException("trading-api was not scaled down by this run")
+    desired = desired_replicas(plan, recorded)
     kube.scale(_workload(), desired)
     return desired
 
