@@ -11,9 +11,20 @@ from trading_ops.devenv import AirflowStandalone
 
 
 @pytest.fixture(scope="session")
-def e2e_service_env() -> dict[str, str]:
+def fake_kubernetes_e2e(tmp_path_factory):
+    """The trading-api Deployment behind a fake Kubernetes API for the whole e2e session."""
+    from tests.fakes.kubernetes_workload import FakeDeployment, FakeKubernetes
+
+    deployment = FakeDeployment("trading", "trading-api", {"app": "trading-api"}, replicas=3)
+    with FakeKubernetes(deployment) as fake:
+        fake.kubeconfig = fake.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def e2e_service_env(fake_kubernetes_e2e) -> dict[str, str]:
     """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service."""
-    return {}
+    return {"AIRFLOW_CONN_KUBERNETES_DEFAULT": fake_kubernetes_e2e.connection_json(fake_kubernetes_e2e.kubeconfig)}
 
 
 @pytest.fixture(scope="session")
