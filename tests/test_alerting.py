@@ -239,3 +239,10 @@ def test_pagerduty_hook_rejects_a_plain_http_endpoint(monkeypatch):
     )
     with pytest.raises(Exception, match="https"):
         RegionalPagerdutyEventsHook("pd_plain").events_client()
+
+
+def test_an_unknown_severity_stops_the_caller_with_one_sentence():
+    with pytest.raises(
+        ValueError, match=r"^Alert severity 'high' is not one of P1, P2, P3, critical, warning, info\.$"
+    ):
+        Alert("high", "db_backup_full.verify_backup", "backup checksum mismatch")

@@ -95,6 +95,8 @@ def test_a_failed_task_of_a_p1_dag_pages_once_with_task_error_and_run_link(
     assert event["payload"]["summary"] == f"[P1] {DAG_ID}: task transfer_positions failed"
     assert event["payload"]["custom_details"]["error"] == "ValueError: positions feed returned 503\nafter 3 attempts"
     assert event["links"] == [{"href": link, "text": "Airflow run"}]
+    print("\nSlack body of the failed task:\n" + json.dumps(slack.messages()[0], indent=2, ensure_ascii=False))
+    print("PagerDuty event of the failed task:\n" + json.dumps(event, indent=2, ensure_ascii=False))
 
 
 def test_a_dag_without_a_level_alerts_at_the_default_level_and_repeats_are_grouped(selftest_dag, alert_fakes, fresh_db):

@@ -61,6 +61,11 @@ class Alert:
     route: Route | None = None
     raised_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        # A mistyped severity must stop the caller where it is written, not vanish in routing later.
+        if self.level not in LEVEL_TO_SEVERITY:
+            raise ValueError(f"Alert severity {self.severity!r} is not one of P1, P2, P3, critical, warning, info.")
+
     @property
     def level(self) -> IncidentLevelName:
         return SEVERITY_TO_LEVEL.get(self.severity, self.severity)
