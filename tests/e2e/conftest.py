@@ -11,9 +11,12 @@ from trading_ops.devenv import AirflowStandalone
 
 
 @pytest.fixture(scope="session")
-def e2e_service_env() -> dict[str, str]:
+def e2e_service_env(slack_fake, pagerduty_fake) -> dict[str, str]:
     """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service."""
-    return {}
+    return {
+        "AIRFLOW_CONN_SLACK_ALERTS": slack_fake.connection_json(),
+        "AIRFLOW_CONN_PAGERDUTY_EVENTS": pagerduty_fake.connection_json(),
+    }
 
 
 @pytest.fixture(scope="session")
