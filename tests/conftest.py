@@ -132,6 +132,48 @@ def airflow_db():
     db.initdb()
 
 
+# --- Alert destinations and metric sources: fakes on 127.0.0.1 speaking the real wire protocols -----------------
+
+
+@pytest.fixture(scope="session")
+def slack_fake():
+    from tests.fakes.slack import FakeSlack
+
+    server = FakeSlack().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pagerduty_fake():
+    from tests.fakes.pagerduty import FakePagerDuty
+
+    tls_dir = RUN_DIR / "pagerduty-tls"
+    tls_dir.mkdir(exist_ok=True)
+    server = FakePagerDuty(tls_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_fake():
+    from tests.fakes.prometheus import FakePrometheus
+
+    server = FakePrometheus().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def alert_fakes(slack_fake, pagerduty_fake, monkeypatch):
+    """The `slack_alerts` and `pagerduty_events` connections point at fresh fakes for this test."""
+    slack_fake.reset()
+    pagerduty_fake.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", slack_fake.connection_json())
+    monkeypatch.setenv("AIRFLOW_CONN_PAGERDUTY_EVENTS", pagerduty_fake.connection_json())
+    return slack_fake, pagerduty_fake
+
+
 @pytest.fixture
 def fake_trading_api(tmp_path, monkeypatch):
     """The trading-api Deployment (3 ready pods) behind a fake Kubernetes API, wired as `kubernetes_default`."""

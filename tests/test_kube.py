@@ -19,8 +19,9 @@ def test_scale_down_waits_until_the_pods_are_gone(fake_trading_api):
     kube.wait_for_no_pods(WORKLOAD, timedelta(seconds=10), poll=0.1)
     assert kube.pods(WORKLOAD) == []
     assert fake_trading_api.scale_requests() == [0]
-    patch = next(r for r in fake_trading_api.requests if r[1] == "PATCH")
-    assert patch[2] == "/apis/apps/v1/namespaces/trading/deployments/trading-api/scale"
+    patch = next(r for r in fake_trading_api.requests if r.method == "PATCH")
+    assert patch.path == "/apis/apps/v1/namespaces/trading/deployments/trading-api/scale"
+    assert patch.json() == {"spec": {"replicas": 0}}
 
 
 def test_scale_up_waits_for_ready_and_lists_pods_like_kubectl(fake_trading_api, caplog):
@@ -35,7 +36,8 @@ def test_scale_up_waits_for_ready_and_lists_pods_like_kubectl(fake_trading_api, 
     assert table.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert "Running" in table and "kubectl get pods -l app=trading-api" in caplog.text
     assert any(
-        "/api/v1/namespaces/trading/pods?labelSelector=app%3Dtrading-api" in r[2] for r in fake_trading_api.requests
+        r.path == "/api/v1/namespaces/trading/pods" and r.query["labelSelector"] == ["app=trading-api"]
+        for r in fake_trading_api.requests
     )
 
 

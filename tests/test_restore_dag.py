@@ -159,7 +159,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     }
     assert "DRY RUN: nothing will change" in caplog.text
     assert f"swap: {fresh_db} -> {fresh_db}_pre_restore_" in caplog.text
-    assert fake_trading_api.scale_requests() == [] and not [r for r in fake_trading_api.requests if r[1] != "GET"]
+    assert fake_trading_api.scale_requests() == [] and not [r for r in fake_trading_api.requests if r.method != "GET"]
     assert _snapshot(pg_cluster.conninfo(fresh_db)) == before and _databases(pg_cluster) == databases
 
 

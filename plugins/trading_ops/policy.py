@@ -60,15 +60,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class WarnCrit(Strict):
-    warning: Percent
-    critical: Percent
+class Limits(Strict):
+    warning: float = Field(ge=0)
+    critical: float = Field(ge=0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> WarnCrit:
+    def _ordered(self) -> Limits:
         if self.critical < self.warning:
             raise ValueError("critical must not be below warning")
         return self
+
+
+class WarnCrit(Limits):
+    warning: Percent
+    critical: Percent
 
 
 class SystemHealthThresholds(Strict):
@@ -93,16 +98,27 @@ class ApplicationThresholds(Strict):
     request_rate: RequestRate
 
 
+class PostgresThresholds(Strict):
+    connection_usage: WarnCrit
+    replication_lag_seconds: Limits
+    longest_transaction_seconds: Limits
+    wal_archive_failure_severity: Severity
+
+
 class MetricSources(Strict):
     disk_paths: dict[str, str]
     database_conn_id: str
     prometheus_url: str | None = None
     prometheus_queries: dict[str, str] = {}
+    prometheus_timeout: Duration
 
 
 class Monitoring(Strict):
+    schedule: Cron
+    threshold_for: Duration
     system_health: SystemHealthThresholds
     application_metrics: ApplicationThresholds
+    postgres: PostgresThresholds
     sources: MetricSources
 
 
@@ -130,9 +146,13 @@ class IncidentLevel(Strict):
 
 class Alerting(Strict):
     slack_conn_id: str
+    slack_channel_conn_ids: dict[str, str] = {}
     pagerduty_conn_id: str
     pagerduty_service: str
     group_window: Duration
+    state_conn_id: str
+    delivery_timeout: Duration
+    error_lines: int = Field(ge=1)
     airflow_base_url: str
     default_level: IncidentLevelName
     dag_levels: dict[str, IncidentLevelName]

@@ -22,9 +22,13 @@ def fake_kubernetes_e2e(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def e2e_service_env(fake_kubernetes_e2e) -> dict[str, str]:
+def e2e_service_env(slack_fake, pagerduty_fake, fake_kubernetes_e2e) -> dict[str, str]:
     """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service."""
-    return {"AIRFLOW_CONN_KUBERNETES_DEFAULT": fake_kubernetes_e2e.connection_json(fake_kubernetes_e2e.kubeconfig)}
+    return {
+        "AIRFLOW_CONN_SLACK_ALERTS": slack_fake.connection_json(),
+        "AIRFLOW_CONN_PAGERDUTY_EVENTS": pagerduty_fake.connection_json(),
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT": fake_kubernetes_e2e.connection_json(fake_kubernetes_e2e.kubeconfig),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ It speaks the paths the `kubernetes` client uses for scaling and status:
 `GET|PATCH /apis/apps/v1/namespaces/NS/deployments/NAME/scale`, `GET .../deployments/NAME/status`,
 `GET /api/v1/namespaces/NS/pods?labelSelector=...`. Scaling down marks pods Terminating and removes them after
 `terminate_seconds`; scaling up creates pods that become ready after `start_seconds`, as a real rollout does.
-Every request is recorded, and so is the moment the last pod disappeared.
+Every request is recorded (RecordingServer), and so is the moment the last pod disappeared.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+
+from tests.fakes.recording_server import RecordedRequest, RecordingServer
 
 
 @dataclass
@@ -79,22 +79,23 @@ def _iso(ts: float) -> str:
 class FakeKubernetes:
     def __init__(self, deployment: FakeDeployment):
         self.deployment = deployment
-        self.requests: list[tuple[float, str, str, dict | None]] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server = RecordingServer(self._handle)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        return self.server.url
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.server.requests
 
     def __enter__(self) -> FakeKubernetes:
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def write_kubeconfig(self, path: Path) -> Path:
         path.write_text(
@@ -116,7 +117,23 @@ class FakeKubernetes:
         return json.dumps({"conn_type": "kubernetes", "extra": extra})
 
     def scale_requests(self) -> list[int]:
-        return [body["spec"]["replicas"] for _, method, path, body in self.requests if method == "PATCH" and body]
+        return [request.json()["spec"]["replicas"] for request in self.requests if request.method == "PATCH"]
+
+    def _handle(self, request: RecordedRequest) -> tuple[int, dict]:
+        d = self.deployment
+        base = f"/apis/apps/v1/namespaces/{d.namespace}/deployments/{d.name}"
+        with self.lock:
+            d.tick()
+            if request.path == f"{base}/scale" and request.method == "PATCH":
+                d.scale(int(request.json()["spec"]["replicas"]))
+                return 200, self._scale_json()
+            if request.path == f"{base}/scale" and request.method == "GET":
+                return 200, self._scale_json()
+            if request.path in (base, f"{base}/status") and request.method == "GET":
+                return 200, self._deployment_json()
+            if request.path == f"/api/v1/namespaces/{d.namespace}/pods" and request.method == "GET":
+                return 200, self._pods_json(request.query.get("labelSelector", [""])[0])
+        return 404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
 
     # --- wire format ---------------------------------------------------------------------------------------
 
@@ -191,48 +208,3 @@ class FakeKubernetes:
                 }
             )
         return {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
-
-    def _handler(self):
-        fake = self
-        d = self.deployment
-        base = f"/apis/apps/v1/namespaces/{d.namespace}/deployments/{d.name}"
-        pods_path = f"/api/v1/namespaces/{d.namespace}/pods"
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self, method: str) -> None:
-                url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                with fake.lock:
-                    fake.requests.append((time.time(), method, self.path, body))
-                    d.tick()
-                    if url.path == f"{base}/scale" and method == "PATCH":
-                        d.scale(int(body["spec"]["replicas"]))
-                        return self._reply(200, fake._scale_json())
-                    if url.path == f"{base}/scale" and method == "GET":
-                        return self._reply(200, fake._scale_json())
-                    if url.path in (base, f"{base}/status") and method == "GET":
-                        return self._reply(200, fake._deployment_json())
-                    if url.path == pods_path and method == "GET":
-                        selector = parse_qs(url.query).get("labelSelector", [""])[0]
-                        return self._reply(200, fake._pods_json(selector))
-                self._reply(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_PATCH(self):
-                self._handle("PATCH")
-
-        return Handler

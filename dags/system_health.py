@@ -1,0 +1,123 @@
+"""
+# system_health
+
+Every 5 minutes: measure the host, PostgreSQL and the trading API, and evaluate the manual's thresholds and alert
+rules, Prometheus style (a condition must hold for the rule's `for` before it alerts; it resolves when it clears).
+
+**Schedule**: `*/5 * * * *` (policy `monitoring.schedule`), `max_active_runs=1`, no catch-up: a missed run is not
+worth running late, the next one measures the present.
+
+## Tasks
+- `collect_host_metrics`: CPU and memory of the worker host and usage of the volumes in
+  `monitoring.sources.disk_paths` (data, backups), with psutil.
+- `collect_postgres_metrics`: on `monitoring.sources.database_conn_id`: client connections vs `max_connections`,
+  replication lag, the oldest open transaction, `pg_stat_archiver` failures, database size.
+- `collect_application_metrics`: latency p95/p99, error rate and request rate of `trading-api` from the
+  Prometheus-compatible API at `monitoring.sources.prometheus_url` (`/api/v1/query` at the run's time); skipped
+  when no URL is set.
+- `evaluate_alert_rules`: runs even when a collector failed, so one broken source does not blind the others.
+  Evaluates `alert_rules` (error rate > 1% for 5m → P1 `#alerts-critical` + PagerDuty `trading-team`; p95 latency
+  > 500 ms for 10m → `#alerts-warning`; CPU > 70% for 15m → `#alerts-info`) and every warning/critical threshold
+  held for `monitoring.threshold_for`, against the state in `ops.alert_rule_state`; sends what started firing and
+  resolves what cleared, through `trading_ops.alerting`. Its log and return value list what fired, resolved,
+  breaches now (pending or firing) and could not be measured.
+
+## Idempotency
+Rule state is keyed by rule name and advanced to the run's time (`data_interval_end`, or `run_after` for manual
+runs), never the wall clock: a rerun of a run finds its own state and sends nothing twice; a rerun of an older run
+leaves newer state alone. A firing rule is notified once; PagerDuty deduplicates on
+`trading-ops/system_health/<rule>`.
+
+## Triage
+- A collector failed: its log names the source (Prometheus URL and error, PostgreSQL connection). The evaluation
+  still ran on the other sources; the failed task raised a P3 alert of its own.
+- Too many alerts: see `SELECT * FROM ops.alert_rule_state` (pending and firing rules with the value last seen)
+  and `ops.alert_groups` (what was sent when and how much was grouped).
+- `ALERT DELIVERY FAILED` in a log: Slack or PagerDuty refused or was unreachable; the undelivered message is
+  printed right after. Check the `slack_alerts` / `pagerduty_events` connections.
+- A longest-transaction or connection figure of 0 while sessions are busy: the connection's user needs
+  `pg_monitor` to see other sessions.
+
+## Recovery
+Nothing to repair: the next run measures again. To silence a rule after fixing its cause, let the next run
+resolve it; to forget all state, `TRUNCATE ops.alert_rule_state` (firing PagerDuty incidents must then be
+resolved by hand).
+
+## Owner
+sre-dba (DBA on-call for PostgreSQL metrics, SRE on-call for host and API metrics).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import dag, task
+
+from trading_ops.dag_defaults import cron, default_args
+
+
+@dag(
+    schedule=cron("*/5 * * * *"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    # Short retries and timeout: the whole run must fit in its 5-minute slot.
+    default_args=default_args(
+        retry_delay=timedelta(seconds=20),
+        retry_exponential_backoff=False,
+        execution_timeout=timedelta(minutes=2),
+    ),
+    tags=["monitoring", "alerting", "database", "frequent"],
+    doc_md=__doc__,
+)
+def system_health():
+    @task
+    def collect_host_metrics() -> dict:
+        from trading_ops import monitoring
+        from trading_ops.policy import load_policy
+
+        return monitoring.collect_host_metrics(load_policy().monitoring.sources.disk_paths)
+
+    @task
+    def collect_postgres_metrics() -> dict:
+        from trading_ops import monitoring
+        from trading_ops.policy import load_policy
+
+        return monitoring.collect_postgres_metrics(load_policy().monitoring.sources.database_conn_id)
+
+    @task
+    def collect_application_metrics(**context) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from trading_ops import monitoring
+        from trading_ops.policy import load_policy
+
+        sources = load_policy().monitoring.sources
+        if not sources.prometheus_url:
+            raise AirflowSkipException("monitoring.sources.prometheus_url is not set: no application metrics.")
+        return monitoring.collect_application_metrics(
+            sources.prometheus_url,
+            sources.prometheus_queries,
+            monitoring.evaluation_time(context),
+            sources.prometheus_timeout,
+        )
+
+    @task(trigger_rule="all_done")
+    def evaluate_alert_rules(host: dict | None, postgres: dict | None, application: dict | None, **context) -> dict:
+        from trading_ops import monitoring
+        from trading_ops.alerting import airflow_run_url
+        from trading_ops.policy import load_policy
+
+        policy = load_policy()
+        ti = context["ti"]
+        return monitoring.check_system_health(
+            policy,
+            {**(host or {}), **(postgres or {}), **(application or {})},
+            monitoring.evaluation_time(context),
+            airflow_run_url(policy, ti.dag_id, ti.run_id),
+        )
+
+    evaluate_alert_rules(collect_host_metrics(), collect_postgres_metrics(), collect_application_metrics())
+
+
+system_health()

@@ -1,0 +1,69 @@
+"""The provider's PagerDuty Events API v2 hook, sending to the endpoint the connection names.
+
+`PagerdutyEventsHook` always posts to https://events.pagerduty.com and ignores the connection's host, which
+rules out PagerDuty's EU service region (events.eu.pagerduty.com) and any relay. This hook takes the host (and
+port) from the connection, and a CA file from its extra `ca_bundle` for a relay with a private certificate;
+everything else (event shape, validation, retries) is the provider's and the `pagerduty` client's.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import pagerduty
+from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook, prepare_event_data
+
+
+def events_base_url(host: str | None, port: int | None) -> str | None:
+    """`https://host[:port]` from the connection, or None for the client's default (PagerDuty's US region)."""
+    if not host:
+        return None
+    base = host if "://" in host else f"https://{host}"
+    return f"{base.rstrip('/')}:{port}" if port else base.rstrip("/")
+
+
+class RegionalPagerdutyEventsHook(PagerdutyEventsHook):
+    def __init__(self, pagerduty_events_conn_id: str, timeout: float | None = None) -> None:
+        super().__init__(pagerduty_events_conn_id=pagerduty_events_conn_id)
+        conn = self.get_connection(pagerduty_events_conn_id)
+        self.base_url = events_base_url(conn.host, conn.port)
+        self.ca_bundle = (conn.extra_dejson or {}).get("ca_bundle")
+        self.timeout = timeout
+
+    def events_client(self) -> pagerduty.EventsApiV2Client:
+        tls = {"verify": ssl.create_default_context(cafile=self.ca_bundle)} if self.ca_bundle else {}
+        client = pagerduty.EventsApiV2Client(self.integration_key, base_url=self.base_url, **tls)
+        if self.timeout:
+            client.timeout = self.timeout
+        return client
+
+    def send_event(
+        self,
+        summary: str,
+        severity: str,
+        source: str = "airflow",
+        action: str = "trigger",
+        dedup_key: str | None = None,
+        custom_details: Any | None = None,
+        group: str | None = None,
+        component: str | None = None,
+        class_type: str | None = None,
+        images: list[Any] | None = None,
+        links: list[Any] | None = None,
+    ) -> str:
+        """Send a trigger, acknowledge or resolve event; returns the dedup key PagerDuty answered with."""
+        data = prepare_event_data(
+            summary=summary,
+            severity=severity,
+            source=source,
+            custom_details=custom_details,
+            component=component,
+            group=group,
+            class_type=class_type,
+            action=action,
+            dedup_key=dedup_key,
+            images=images,
+            links=links,
+        )
+        return self.events_client().send_event(**data)
