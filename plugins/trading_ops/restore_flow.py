@@ -206,6 +206,7 @@ def verify_restored_database(plan: dict, restored: dict) -> dict:
             f"{archive.schema_}.{archive.archive_table}",
             archive.key_column,
         ),
+        jobs=plan["request"]["jobs"],
     )
     if not report.ok:
         if plan["request"]["restore_mode"] == "swap":
