@@ -66,7 +66,7 @@ def _real(fresh_db: str, **extra) -> dict:
 
 
 def test_restore_brings_back_the_backup_and_the_service(
-    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api
+    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, alert_fakes
 ):
     expected = _snapshot(pg_cluster.conninfo(fresh_db))
     with psycopg.connect(pg_cluster.conninfo(fresh_db), autocommit=True) as conn:
@@ -88,6 +88,11 @@ def test_restore_brings_back_the_backup_and_the_service(
     assert [pod["ready"] for pod in report["pods"]] == ["1/1"] * 3
     retired = report["retired_database"]
     assert retired.startswith(f"{fresh_db}_pre_restore_") and retired in _databases(pg_cluster)
+    slack, pagerduty = alert_fakes
+    [notice] = slack.messages()
+    assert notice["channel"] == "#alerts-info"
+    assert f"{fresh_db} restored from backup {verified_backup.id} (swap)" in notice["text"]
+    assert pagerduty.events() == []
     pg_cluster.drop_database(retired)
 
 
@@ -119,7 +124,7 @@ def test_a_corrupted_backup_is_refused_before_anything_is_touched(
 
 
 def test_a_failed_restore_keeps_the_old_database_and_scales_back(
-    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, monkeypatch
+    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, monkeypatch, alert_fakes
 ):
     """pg_restore fails midway (its database is dropped under it): the live database and service are untouched."""
     from trading_ops import restore
@@ -142,6 +147,11 @@ def test_a_failed_restore_keeps_the_old_database_and_scales_back(
     assert fake_trading_api.scale_requests() == [0, 3]
     assert _snapshot(pg_cluster.conninfo(fresh_db)) == before
     assert not any(name.startswith(f"{fresh_db}_restore_") for name in _databases(pg_cluster))
+    slack, pagerduty = alert_fakes
+    [page] = pagerduty.events()
+    assert page["event_action"] == "trigger" and page["payload"]["severity"] == "critical"
+    assert page["payload"]["source"] == "db_restore.restore_database"
+    assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(
