@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS {runs} (
     persisting_count integer NOT NULL,
     resolved_count   integer NOT NULL,
     waived_count     integer NOT NULL,
-    -- Findings of the previous run that this run no longer sees: [{subject, severity, message}].
+    -- Findings of the previous run that this run no longer sees (subject, severity, message of each).
     resolved         jsonb NOT NULL,
     PRIMARY KEY (check_name, run_id)
 );

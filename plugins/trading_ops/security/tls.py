@@ -34,7 +34,8 @@ _TLS_VERSION = {
 _REFUSED_HANDSHAKE = (ssl.SSLError, ConnectionResetError, BrokenPipeError)
 # OpenSSL's X509_V_ERR_* codes that the expiry finding or the hostname finding already report.
 _CERT_HAS_EXPIRED = 10
-_HOSTNAME_MISMATCH = 62
+# 62: a DNS name not in the certificate, 64: an IP address not in it.
+_NAME_MISMATCH = (62, 64)
 
 
 class NoTls(Exception):
@@ -148,7 +149,7 @@ def check_endpoint(endpoint: TlsEndpoint, policy: Policy, as_of: datetime) -> li
     try:
         handshake(endpoint.host, endpoint.port, endpoint.starttls, timeout, verifying, endpoint.host)
     except ssl.SSLCertVerificationError as exc:
-        if exc.verify_code == _HOSTNAME_MISMATCH:
+        if exc.verify_code in _NAME_MISMATCH:
             findings.append(
                 Finding(
                     CHECK,
