@@ -37,6 +37,7 @@ class RecordingHttpServer:
         self.routes: list[tuple[str, re.Pattern, Handler]] = []
         self.requests: list[Request] = []
         self.fail_with: int | None = None
+        self.port: int | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -46,11 +47,6 @@ class RecordingHttpServer:
             return handler
 
         return register
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "the server is not started"
-        return self._server.server_address[1]
 
     @property
     def url(self) -> str:
@@ -88,6 +84,8 @@ class RecordingHttpServer:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        # Kept after stop(): a stopped fake's URL is how tests point a client at a closed port.
+        self.port = self._server.server_address[1]
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
