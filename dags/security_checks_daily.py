@@ -62,7 +62,7 @@ from datetime import datetime
 from airflow.sdk import dag
 
 from trading_ops.dag_defaults import cron, default_args
-from trading_ops.security.tasks import check_task, summary_task
+from trading_ops.security.tasks import security_checks
 
 
 @dag(
@@ -76,13 +76,7 @@ from trading_ops.security.tasks import check_task, summary_task
     doc_md=__doc__,
 )
 def security_checks_daily():
-    summary_task(
-        {
-            "vulnerability_scan": check_task("vulnerability_scan", "scan_vulnerabilities"),
-            "auth_log_review": check_task("auth_log_review", "review_auth_logs"),
-            "failed_login_attempts": check_task("failed_login_attempts", "count_failed_logins"),
-        }
-    )
+    security_checks("vulnerability_scan", "auth_log_review", "failed_login_attempts")
 
 
 security_checks_daily()

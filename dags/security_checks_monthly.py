@@ -67,7 +67,7 @@ from datetime import datetime
 from airflow.sdk import dag
 
 from trading_ops.dag_defaults import cron, default_args
-from trading_ops.security.tasks import check_task, summary_task
+from trading_ops.security.tasks import security_checks
 
 
 @dag(
@@ -81,13 +81,7 @@ from trading_ops.security.tasks import check_task, summary_task
     doc_md=__doc__,
 )
 def security_checks_monthly():
-    summary_task(
-        {
-            "penetration_test": check_task("penetration_test", "probe_attack_surface"),
-            "security_policy_review": check_task("security_policy_review", "review_security_policy"),
-            "access_right_audit": check_task("access_right_audit", "audit_access_rights"),
-        }
-    )
+    security_checks("penetration_test", "security_policy_review", "access_right_audit")
 
 
 security_checks_monthly()

@@ -62,7 +62,7 @@ from datetime import datetime
 from airflow.sdk import dag
 
 from trading_ops.dag_defaults import cron, default_args
-from trading_ops.security.tasks import check_task, summary_task
+from trading_ops.security.tasks import security_checks
 
 
 @dag(
@@ -76,13 +76,7 @@ from trading_ops.security.tasks import check_task, summary_task
     doc_md=__doc__,
 )
 def security_checks_weekly():
-    summary_task(
-        {
-            "dependency_updates": check_task("dependency_updates", "check_dependency_updates"),
-            "ssl_cert_check": check_task("ssl_cert_check", "check_ssl_certs"),
-            "firewall_rule_review": check_task("firewall_rule_review", "review_firewall_rules"),
-        }
-    )
+    security_checks("dependency_updates", "ssl_cert_check", "firewall_rule_review")
 
 
 security_checks_weekly()
