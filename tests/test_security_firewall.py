@@ -110,7 +110,8 @@ def test_network_policies_open_to_everyone_or_off_baseline(kubernetes, review):
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        (["false"], r"^Cannot read the host firewall rules: false exited with 1: $"),
+        (["false"], r"^Cannot read the host firewall rules: false exited with 1\.$"),
+        (["nft", "--no-such-option"], r"^Cannot read the host firewall rules: nft exited with 1: .*no-such-option"),
         (
             ["nft-not-installed-here"],
             r"^Cannot read the host firewall rules: the command 'nft-not-installed-here' is not",

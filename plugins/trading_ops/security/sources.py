@@ -26,7 +26,8 @@ def run_command(argv: list[str], timeout: timedelta, what: str) -> str:
         raise CheckSourceError(f"Cannot read {what}: {argv[0]} did not finish in {timeout}.") from None
     if result.returncode != 0:
         stderr = " ".join(result.stderr.split())[-500:]
-        raise CheckSourceError(f"Cannot read {what}: {argv[0]} exited with {result.returncode}: {stderr}")
+        reason = f": {stderr}" if stderr else "."
+        raise CheckSourceError(f"Cannot read {what}: {argv[0]} exited with {result.returncode}{reason}")
     return result.stdout
 
 
