@@ -9,6 +9,9 @@ pytestmark = pytest.mark.e2e
 # (dag_id, conf, expected final state); each issue adds its DAGs here.
 E2E_RUNS: list[tuple[str, dict, str]] = [
     ("system_health", {}, "success"),
+    ("security_checks_daily", {}, "success"),
+    ("security_checks_weekly", {}, "success"),
+    ("security_checks_monthly", {}, "success"),
 ]
 
 
