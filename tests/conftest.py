@@ -177,10 +177,9 @@ def alert_fakes(slack_fake, pagerduty_fake, monkeypatch):
 @pytest.fixture
 def fake_trading_api(tmp_path, monkeypatch):
     """The trading-api Deployment (3 ready pods) behind a fake Kubernetes API, wired as `kubernetes_default`."""
-    from tests.fakes.kubernetes_workload import FakeDeployment, FakeKubernetes
+    from tests.fakes.kubernetes_workload import TradingApiFake
 
-    deployment = FakeDeployment("trading", "trading-api", {"app": "trading-api"}, replicas=3)
-    with FakeKubernetes(deployment) as fake:
-        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", fake.connection_json(kubeconfig))
+    with TradingApiFake() as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", namespace="trading")
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", fake.connection_json(kubeconfig, "trading"))
         yield fake

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -268,6 +268,8 @@ class SshAccess(Strict):
     role: str
     auth: list[str] = Field(min_length=1)
     restrictions: list[str] = []
+    # The login names that hold this role on the hosts; auth_log_review checks logins and sudo against them.
+    users: list[str] = []
 
 
 class KubernetesAccess(Strict):
@@ -294,10 +296,142 @@ class SecuritySchedules(Strict):
 
 
 class Waiver(Strict):
+    """An accepted risk: findings of `check` with exactly this `subject` are not alerted before `expires`."""
+
     check: str
-    subject: str
-    reason: str
-    expires: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    subject: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    expires: date
+
+
+class VulnerabilityScan(Strict):
+    # Airflow connection whose host is the OSV API (https://api.osv.dev); pip-audit queries its /v1/query.
+    osv_conn_id: str
+    audit_environment: bool
+    severity_with_fix: Severity
+    severity_without_fix: Severity
+    timeout: Duration
+
+
+class AuthLogs(Strict):
+    # Glob patterns; rotated files (.1, .gz) may be listed so that the window is covered after a rotation.
+    ssh_paths: list[str] = Field(min_length=1)
+    postgres_paths: list[str] = Field(min_length=1)
+    window: Duration
+    postgres_allowed_methods: list[str] = Field(min_length=1)
+
+
+class CountThresholds(Strict):
+    warning: int = Field(ge=1)
+    critical: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CountThresholds:
+        if self.critical < self.warning:
+            raise ValueError("critical must not be below warning")
+        return self
+
+
+class FailedLogins(Strict):
+    window: Duration
+    per_source: CountThresholds
+    per_user: CountThresholds
+    # One source failing as this many distinct users is a brute-force pattern (critical).
+    brute_force_users_per_source: int = Field(ge=2)
+
+
+class DependencyUpdates(Strict):
+    # Airflow connection whose host serves the PyPI JSON API (GET /pypi/<name>/json).
+    package_index_conn_id: str
+    timeout: Duration
+
+
+class TlsEndpoint(Strict):
+    host: str
+    port: int = Field(ge=1, le=65535)
+    starttls: Literal["postgres"] | None = None
+
+
+class Tls(Strict):
+    warning_days: int = Field(ge=1)
+    critical_days: int = Field(ge=0)
+    min_version: Literal["TLSv1.2", "TLSv1.3"]
+    # PEM bundle of trusted CAs; null uses the system trust store.
+    ca_file: str | None = None
+    timeout: Duration
+    endpoints: list[TlsEndpoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Tls:
+        if self.critical_days > self.warning_days:
+            raise ValueError("critical_days must not be above warning_days")
+        return self
+
+
+class FirewallRule(Strict):
+    protocol: Literal["tcp", "udp"]
+    port: int = Field(ge=1, le=65535)
+    # A CIDR; "any" for an allow from every address.
+    source: str
+
+
+class Firewall(Strict):
+    # Prints the host's rules; runs on the worker (prefix with ssh for another host).
+    command: list[str] = Field(min_length=1)
+    format: Literal["nft-json", "iptables-save"]
+    timeout: Duration
+    # Ports whose any-source allow is critical, with what they serve.
+    protected_ports: dict[int, str] = Field(min_length=1)
+    baseline: list[FirewallRule]
+    # NetworkPolicies that must exist in the workload's namespace (kubernetes.namespace).
+    network_policies: list[str]
+
+
+class PostgresCredential(Strict):
+    user: str
+    password: str
+
+
+class PentestTarget(Strict):
+    host: str
+    allowed_ports: list[int] = Field(min_length=1)
+    postgres_ports: list[int] = []
+    tls_ports: list[int] = []
+
+
+class PenetrationTest(Strict):
+    targets: list[PentestTarget] = Field(min_length=1)
+    probe_ports: list[int] = Field(min_length=1)
+    timeout: Duration
+    default_credentials: list[PostgresCredential] = Field(min_length=1)
+    airflow_api_urls: list[str] = []
+
+
+class PolicyReview(Strict):
+    # Settings of the postgres_conn_id server and their required values as pg_settings shows them.
+    postgres_settings: dict[str, str] = Field(min_length=1)
+    # Prints the effective sshd configuration (`sshd -T`), or the config file (`cat /etc/ssh/sshd_config`).
+    sshd_command: list[str] = Field(min_length=1)
+    sshd_command_timeout: Duration
+    airflow_min_secret_length: int = Field(ge=1)
+    airflow_weak_secrets: list[str]
+
+
+class PostgresAccess(Strict):
+    superusers: list[str] = Field(min_length=1)
+    login_roles: list[str] = Field(min_length=1)
+    # role -> roles it may be a member of
+    memberships: dict[str, list[str]] = {}
+    # role -> privileges it may hold on the tables of `schemas`; owners are exempt.
+    table_privileges: dict[str, list[str]] = {}
+    schemas: list[str] = Field(min_length=1)
+
+
+class AccessAudit(Strict):
+    postgres: PostgresAccess
+    # Built-in Kubernetes subjects (system:masters, system:kube-scheduler ...) are the cluster's own.
+    kubernetes_ignored_subject_prefixes: list[str] = []
+    kubernetes_ignored_namespaces: list[str] = []
 
 
 class Security(Strict):
@@ -305,7 +439,23 @@ class Security(Strict):
     checks: SecurityCheckSets
     schedules: SecuritySchedules
     findings_conn_id: str
+    findings_schema: str
+    # The PostgreSQL server whose settings, pg_hba rules, roles and grants are reviewed.
+    postgres_conn_id: str
     waivers: list[Waiver] = []
+    # Pinned requirement files (relative to the project root) audited and compared with the package index.
+    requirement_files: list[str] = Field(min_length=1)
+    # sshd authentication methods that count as the manual's second factor (2fa), next to publickey.
+    ssh_second_factor_methods: list[str] = Field(min_length=1)
+    vulnerability_scan: VulnerabilityScan
+    auth_logs: AuthLogs
+    failed_logins: FailedLogins
+    dependency_updates: DependencyUpdates
+    tls: Tls
+    firewall: Firewall
+    penetration_test: PenetrationTest
+    policy_review: PolicyReview
+    access_audit: AccessAudit
 
 
 class CacheEntry(Strict):

@@ -5,29 +5,78 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, RUN_DIR, TEST_POLICY
+from tests.fakes.kubernetes_api import group, user
+from tests.fakes.kubernetes_workload import TradingApiFake
+from tests.fakes.package_index import PackageIndexFake
 from trading_ops.devenv import AirflowStandalone
 
-
-@pytest.fixture(scope="session")
-def fake_kubernetes_e2e(tmp_path_factory):
-    """The trading-api Deployment behind a fake Kubernetes API for the whole e2e session."""
-    from tests.fakes.kubernetes_workload import FakeDeployment, FakeKubernetes
-
-    deployment = FakeDeployment("trading", "trading-api", {"app": "trading-api"}, replicas=3)
-    with FakeKubernetes(deployment) as fake:
-        fake.kubeconfig = fake.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
-        yield fake
+SECURITY_DATA = ROOT / "tests" / "data" / "security"
 
 
 @pytest.fixture(scope="session")
-def e2e_service_env(slack_fake, pagerduty_fake, fake_kubernetes_e2e) -> dict[str, str]:
-    """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service."""
+def package_index():
+    """PyPI JSON API and OSV on 127.0.0.1: every pin of requirements.txt is the newest release, one has an advisory."""
+    with PackageIndexFake() as index:
+        index.add_packages_from_requirements(ROOT / "requirements.txt")
+        index.add_package("jinja2", ["3.1.6", "3.1.7"])
+        index.add_advisory("GHSA-e2e0-0000-0001", "jinja2", fixed="3.1.7", summary="an advisory of the e2e fake")
+        yield index
+
+
+@pytest.fixture(scope="session")
+def kubernetes_api():
+    """The Kubernetes API with the manual's RBAC bindings, the baseline NetworkPolicies of `trading`, and the
+    trading-api Deployment (3 pods) that the restore scales."""
+    with TradingApiFake() as api:
+        api.add_cluster_role_binding("cluster-admin", "cluster-admin", [group("system:masters")])
+        api.add_cluster_role_binding("devops-lead-admin", "cluster-admin", [user("devops-lead")])
+        for namespace in ("dev", "staging"):
+            api.add_role_binding(namespace, "dev-team-developer", "developer", [group("dev-team")])
+        api.add_network_policy("trading", "default-deny-ingress", {}, ingress=None)
+        api.add_network_policy(
+            "trading",
+            "allow-trading-api-to-db",
+            {"app": "trading-db"},
+            ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "trading-api"}}}], "ports": [{"port": 5432}]}],
+        )
+        yield api
+
+
+def write_security_e2e_policy(pg_cluster) -> str:
+    """The test policy with the security checks pointed at this machine: the test cluster (its log, its port),
+    the recorded nft and sshd fixtures, and no Airflow API to probe (its port is chosen after this is written)."""
+    policy = yaml.safe_load(TEST_POLICY.read_text())
+    security = policy["security"]
+    security["auth_logs"]["ssh_paths"] = [str(SECURITY_DATA / "auth.log")]
+    security["auth_logs"]["postgres_paths"] = [str(pg_cluster.log_file)]
+    security["tls"]["endpoints"] = [{"host": "127.0.0.1", "port": pg_cluster.port, "starttls": "postgres"}]
+    security["firewall"]["command"] = ["cat", str(SECURITY_DATA / "nft-good.json")]
+    security["penetration_test"].update(
+        targets=[{"host": "127.0.0.1", "allowed_ports": [pg_cluster.port], "postgres_ports": [pg_cluster.port]}],
+        probe_ports=[pg_cluster.port],
+        airflow_api_urls=[],
+    )
+    security["policy_review"]["sshd_command"] = ["cat", str(SECURITY_DATA / "sshd_config-hardened")]
+    path = RUN_DIR / "e2e_ops_policy.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def e2e_service_env(pg_cluster, slack_fake, pagerduty_fake, package_index, kubernetes_api) -> dict[str, str]:
+    """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service.
+    TRADING_OPS_POLICY here overrides the test policy for the e2e Airflow."""
+    kubeconfig = kubernetes_api.write_kubeconfig(RUN_DIR / "e2e-kubeconfig", namespace="trading")
     return {
         "AIRFLOW_CONN_SLACK_ALERTS": slack_fake.connection_json(),
         "AIRFLOW_CONN_PAGERDUTY_EVENTS": pagerduty_fake.connection_json(),
-        "AIRFLOW_CONN_KUBERNETES_DEFAULT": fake_kubernetes_e2e.connection_json(fake_kubernetes_e2e.kubeconfig),
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT": kubernetes_api.connection_json(kubeconfig, "trading"),
+        "AIRFLOW_CONN_OSV_API": package_index.connection_json(),
+        "AIRFLOW_CONN_PACKAGE_INDEX": package_index.connection_json(),
+        "TRADING_OPS_POLICY": write_security_e2e_policy(pg_cluster),
     }
 
 

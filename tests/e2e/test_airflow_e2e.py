@@ -9,6 +9,9 @@ pytestmark = pytest.mark.e2e
 # (dag_id, conf, expected final state); each issue adds its DAGs here.
 E2E_RUNS: list[tuple[str, dict, str]] = [
     ("system_health", {}, "success"),
+    ("security_checks_daily", {}, "success"),
+    ("security_checks_weekly", {}, "success"),
+    ("security_checks_monthly", {}, "success"),
     # A real restore of trading_db from the newest verified full backup, scaling the fake trading-api 3 -> 0 -> 3.
     ("db_restore", {"dry_run": False, "confirm": "trading_db", "jobs": 2}, "success"),
 ]

@@ -1,22 +1,24 @@
-"""A Kubernetes API server on 127.0.0.1 that simulates one Deployment and its pods.
+"""The Kubernetes API fake with a live Deployment: scaling changes its pods over time, as a real rollout does.
 
-It speaks the paths the `kubernetes` client uses for scaling and status:
-`GET|PATCH /apis/apps/v1/namespaces/NS/deployments/NAME/scale`, `GET .../deployments/NAME/status`,
-`GET /api/v1/namespaces/NS/pods?labelSelector=...`. Scaling down marks pods Terminating and removes them after
-`terminate_seconds`; scaling up creates pods that become ready after `start_seconds`, as a real rollout does.
-Every request is recorded (RecordingServer), and so is the moment the last pod disappeared.
+Adds to `KubernetesApiFake` the paths the restore uses: `GET|PATCH /apis/apps/v1/namespaces/NS/deployments/NAME/scale`
+and `GET .../deployments/NAME[/status]`; the Deployment's pods are served by the fake's pod list (with label
+selectors). Scaling down marks pods Terminating and removes them after `terminate_seconds`; scaling up creates
+pods that become ready after `start_seconds`. The replica counts asked for and the moments when no pod was left
+are recorded, so a test can show the restore waited for the pods to be gone.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from tests.fakes.recording_server import RecordedRequest, RecordingServer
+from tests.fakes.http_server import Request
+from tests.fakes.kubernetes_api import KubernetesApiFake
+
+APPS = "/apis/apps/v1"
+CONTAINERS = [{"name": "api", "image": "trading-api:1.0"}]
 
 
 @dataclass
@@ -76,66 +78,37 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeKubernetes:
-    def __init__(self, deployment: FakeDeployment):
-        self.deployment = deployment
+class TradingApiFake(KubernetesApiFake):
+    """KubernetesApiFake serving one simulated Deployment (by default trading/trading-api, 3 ready pods)."""
+
+    def __init__(self, deployment: FakeDeployment | None = None) -> None:
+        super().__init__()
+        self.deployment = deployment or FakeDeployment("trading", "trading-api", {"app": "trading-api"}, replicas=3)
         self.lock = threading.Lock()
-        self.server = RecordingServer(self._handle)
+        base = rf"{APPS}/namespaces/{self.deployment.namespace}/deployments/{self.deployment.name}"
+        self.route("GET", f"{base}/scale")(lambda request: (200, self._scale_json()))
+        self.route("PATCH", f"{base}/scale")(self._patch_scale)
+        self.route("GET", base)(lambda request: (200, self._deployment_json()))
+        self.route("GET", f"{base}/status")(lambda request: (200, self._deployment_json()))
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self.server.requests
-
-    def __enter__(self) -> FakeKubernetes:
-        self.server.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.stop()
-
-    def write_kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                    "users": [{"name": "ops", "user": {"token": "fake-token"}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "ops"}}],
-                    "current-context": "fake",
-                }
-            )
-        )
-        return path
-
-    def connection_json(self, kubeconfig: Path) -> str:
-        extra = {"kube_config_path": str(kubeconfig), "namespace": self.deployment.namespace}
-        return json.dumps({"conn_type": "kubernetes", "extra": extra})
+    def dispatch(self, request: Request) -> tuple[int, object]:
+        with self.lock:
+            self.deployment.tick()
+            self.objects["pods"] = [pod for pod in self.objects["pods"] if not self._owned(pod)]
+            self.objects["pods"] += [self._pod_json(pod) for pod in self.deployment.pods]
+            return super().dispatch(request)
 
     def scale_requests(self) -> list[int]:
-        return [request.json()["spec"]["replicas"] for request in self.requests if request.method == "PATCH"]
+        return [
+            r.json()["spec"]["replicas"] for r in self.requests if r.method == "PATCH" and r.path.endswith("/scale")
+        ]
 
-    def _handle(self, request: RecordedRequest) -> tuple[int, dict]:
-        d = self.deployment
-        base = f"/apis/apps/v1/namespaces/{d.namespace}/deployments/{d.name}"
-        with self.lock:
-            d.tick()
-            if request.path == f"{base}/scale" and request.method == "PATCH":
-                d.scale(int(request.json()["spec"]["replicas"]))
-                return 200, self._scale_json()
-            if request.path == f"{base}/scale" and request.method == "GET":
-                return 200, self._scale_json()
-            if request.path in (base, f"{base}/status") and request.method == "GET":
-                return 200, self._deployment_json()
-            if request.path == f"/api/v1/namespaces/{d.namespace}/pods" and request.method == "GET":
-                return 200, self._pods_json(request.query.get("labelSelector", [""])[0])
-        return 404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
+    def _owned(self, pod: dict) -> bool:
+        return any(owner["uid"] == self.deployment.name for owner in pod["metadata"].get("ownerReferences", []))
 
-    # --- wire format ---------------------------------------------------------------------------------------
+    def _patch_scale(self, request: Request) -> tuple[int, dict]:
+        self.deployment.scale(int(request.json()["spec"]["replicas"]))
+        return 200, self._scale_json()
 
     def _deployment_json(self) -> dict:
         d = self.deployment
@@ -147,10 +120,7 @@ class FakeKubernetes:
             "spec": {
                 "replicas": d.replicas,
                 "selector": {"matchLabels": d.labels},
-                "template": {
-                    "metadata": {"labels": d.labels},
-                    "spec": {"containers": [{"name": "api", "image": "trading-api:1.0"}]},
-                },
+                "template": {"metadata": {"labels": d.labels}, "spec": {"containers": CONTAINERS}},
             },
             "status": {
                 "replicas": len([p for p in d.pods if p.deleted_at is None]),
@@ -162,49 +132,36 @@ class FakeKubernetes:
 
     def _scale_json(self) -> dict:
         d = self.deployment
-        selector = ",".join(f"{k}={v}" for k, v in d.labels.items())
         return {
             "apiVersion": "autoscaling/v1",
             "kind": "Scale",
             "metadata": {"name": d.name, "namespace": d.namespace},
             "spec": {"replicas": d.replicas},
-            "status": {"replicas": len(d.pods), "selector": selector},
+            "status": {"replicas": len(d.pods), "selector": ",".join(f"{k}={v}" for k, v in d.labels.items())},
         }
 
-    def _pods_json(self, selector: str) -> dict:
+    def _pod_json(self, pod: FakePod) -> dict:
         d = self.deployment
-        wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
-        matches = all(d.labels.get(key) == value for key, value in wanted.items())
         now = time.time()
-        items = []
-        for pod in d.pods if matches else []:
-            ready = pod.deleted_at is None and pod.ready_at <= now
-            metadata = {
-                "name": pod.name,
-                "namespace": d.namespace,
-                "labels": d.labels,
-                "creationTimestamp": _iso(pod.created),
-            }
-            if pod.deleted_at is not None:
-                metadata["deletionTimestamp"] = _iso(pod.deleted_at)
-            items.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": metadata,
-                    "spec": {"containers": [{"name": "api", "image": "trading-api:1.0"}]},
-                    "status": {
-                        "phase": "Running" if pod.ready_at <= now else "Pending",
-                        "containerStatuses": [
-                            {
-                                "name": "api",
-                                "ready": ready,
-                                "restartCount": 0,
-                                "image": "trading-api:1.0",
-                                "imageID": "",
-                            }
-                        ],
-                    },
-                }
-            )
-        return {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
+        metadata = {
+            "name": pod.name,
+            "namespace": d.namespace,
+            "labels": d.labels,
+            "creationTimestamp": _iso(pod.created),
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{d.name}-7d9f8c", "uid": d.name}
+            ],
+        }
+        if pod.deleted_at is not None:
+            metadata["deletionTimestamp"] = _iso(pod.deleted_at)
+        ready = pod.deleted_at is None and pod.ready_at <= now
+        return {
+            "metadata": metadata,
+            "spec": {"containers": CONTAINERS},
+            "status": {
+                "phase": "Running" if pod.ready_at <= now else "Pending",
+                "containerStatuses": [
+                    {"name": "api", "ready": ready, "restartCount": 0, "image": CONTAINERS[0]["image"], "imageID": ""}
+                ],
+            },
+        }

@@ -6,21 +6,23 @@ import json
 import uuid
 from pathlib import Path
 
-from tests.fakes.recording_server import RecordedRequest, RecordingServer
+from tests.fakes.http_server import RecordingHttpServer, Request
 
 ROUTING_KEY = "R0UT1NGKEYtradingteam0000000000"
 SEVERITIES = {"critical", "error", "warning", "info"}
 
 
-class FakePagerDuty(RecordingServer):
+class FakePagerDuty(RecordingHttpServer):
     def __init__(self, tls_dir: Path):
-        super().__init__(self._answer, tls_dir=tls_dir)
+        super().__init__(tls_dir=tls_dir)
         # dedup key -> "triggered" or "resolved", as PagerDuty's incidents for the service.
         self.incidents: dict[str, str] = {}
+        self.route("POST", "/v2/enqueue")(self._answer)
 
-    def _answer(self, request: RecordedRequest) -> tuple[int, dict]:
-        if request.method != "POST" or request.path != "/v2/enqueue":
-            return 404, {"status": "invalid path"}
+    def not_found(self, request: Request) -> tuple[int, dict]:
+        return 404, {"status": "invalid path"}
+
+    def _answer(self, request: Request) -> tuple[int, dict]:
         event = request.json()
         if event.get("routing_key") != ROUTING_KEY:
             return 400, {"status": "invalid event", "message": "Event object is invalid", "errors": ["routing_key"]}

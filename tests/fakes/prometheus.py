@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from tests.fakes.recording_server import RecordedRequest, RecordingServer
+from tests.fakes.http_server import RecordingHttpServer, Request
 
 
-class FakePrometheus(RecordingServer):
+class FakePrometheus(RecordingHttpServer):
     def __init__(self):
-        super().__init__(self._answer)
+        super().__init__()
         # PromQL text -> the value of its one-sample vector; a query not listed has no data (empty vector).
         self.values: dict[str, float] = {}
+        self.route("GET", "/api/v1/query")(self._answer)
 
-    def _answer(self, request: RecordedRequest) -> tuple[int, dict]:
-        if request.path != "/api/v1/query":
-            return 404, {"status": "error", "errorType": "not_found", "error": request.path}
+    def not_found(self, request: Request) -> tuple[int, dict]:
+        return 404, {"status": "error", "errorType": "not_found", "error": request.path}
+
+    def _answer(self, request: Request) -> tuple[int, dict]:
         query = request.query.get("query", [""])[0]
         if not query:
             return 400, {"status": "error", "errorType": "bad_data", "error": 'invalid parameter "query"'}

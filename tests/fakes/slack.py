@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 
-from tests.fakes.recording_server import RecordedRequest, RecordingServer
+from tests.fakes.http_server import RecordingHttpServer, Request
 
 WEBHOOK_PATH = "T0TRADING/B0ALERTS/fake-webhook-token"
 
 
-class FakeSlack(RecordingServer):
+class FakeSlack(RecordingHttpServer):
     def __init__(self):
-        super().__init__(self._answer)
+        super().__init__()
         self.failure: tuple[int, str] | None = None
+        self.route("POST", f"/services/{WEBHOOK_PATH}")(self._answer)
 
-    def _answer(self, request: RecordedRequest) -> tuple[int, str]:
-        if request.method != "POST" or request.path != f"/services/{WEBHOOK_PATH}":
-            return 404, "no_service"
+    def not_found(self, request: Request) -> tuple[int, str]:
+        return 404, "no_service"
+
+    def _answer(self, request: Request) -> tuple[int, str]:
         if self.failure:
             return self.failure
         if not request.json().get("text"):

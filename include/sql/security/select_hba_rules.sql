@@ -1,0 +1,4 @@
+-- pg_hba.conf as the server parsed it (needs superuser or an explicit grant on pg_hba_file_rules).
+SELECT line_number, type, database, user_name, address, netmask, auth_method, error
+FROM pg_hba_file_rules
+ORDER BY line_number

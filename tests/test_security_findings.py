@@ -1,0 +1,209 @@
+"""The findings history on the real PostgreSQL: new/persisting/resolved across runs, reruns, waivers, alerts."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from trading_ops.policy import Waiver
+from trading_ops.security import runner
+from trading_ops.security.findings import Finding, RunInfo, ensure_findings_store, match_waiver, record_findings
+
+DATA = Path(__file__).parent / "data" / "security"
+T0 = datetime(2026, 11, 1, 17, 0, tzinfo=UTC)
+
+
+def finding(subject: str, severity: str = "warning", message: str = "", check: str = "ssl_cert_check") -> Finding:
+    return Finding(check, severity, subject, message or f"{subject} is wrong", {"detail": subject})
+
+
+def run(number: int, days: int = 0) -> RunInfo:
+    return RunInfo("security_checks_weekly", f"scheduled__run{number}", T0 + timedelta(days=days))
+
+
+@pytest.fixture
+def store(pg_conn):
+    ensure_findings_store(pg_conn, "ops")
+    ensure_findings_store(pg_conn, "ops")  # a second DAG run creating it again changes nothing
+    return pg_conn
+
+
+def record(conn, run_info, findings, waivers=(), today=date(2026, 11, 2)):
+    return record_findings(conn, "ops", "ssl_cert_check", run_info, list(findings), list(waivers), today)
+
+
+def test_runs_report_new_then_persisting_and_resolved(store):
+    first = record(store, run(1), [finding("a:443 certificate expiry"), finding("b:443 hostname", "critical")])
+    assert {item.finding.subject: item.status for item in first.findings} == {
+        "b:443 hostname": "new",
+        "a:443 certificate expiry": "new",
+    }
+    assert first.findings[0].finding.severity == "critical", "most severe first"
+
+    second = record(
+        store,
+        run(2, days=7),
+        [finding("a:443 certificate expiry", message="expires in 23 days"), finding("c:5432 tls", "critical")],
+    )
+    statuses = {item.finding.subject: item.status for item in second.findings}
+    assert statuses == {"a:443 certificate expiry": "persisting", "c:5432 tls": "new"}
+    persisting = next(item for item in second.findings if item.status == "persisting")
+    assert persisting.first_seen == T0, "first_seen carries over from the run that first saw it"
+    assert second.resolved == [
+        {"severity": "critical", "subject": "b:443 hostname", "message": "b:443 hostname is wrong"}
+    ]
+
+    summary = second.summary()
+    assert summary["counts"] == {"critical": 1, "warning": 1, "info": 0}
+    assert [item["subject"] for item in summary["new"]] == ["c:5432 tls"]
+    assert [item["subject"] for item in summary["resolved"]] == ["b:443 hostname"]
+
+    rows = store.execute(
+        "SELECT run_id, new_count, persisting_count, resolved_count FROM ops.security_check_runs ORDER BY checked_at"
+    ).fetchall()
+    assert rows == [("scheduled__run1", 2, 0, 0), ("scheduled__run2", 1, 1, 1)]
+    stored = store.execute(
+        "SELECT subject, severity, status, evidence FROM ops.security_findings WHERE run_id = 'scheduled__run2' "
+        "ORDER BY subject"
+    ).fetchall()
+    assert stored == [
+        ("a:443 certificate expiry", "warning", "persisting", {"detail": "a:443 certificate expiry"}),
+        ("c:5432 tls", "critical", "new", {"detail": "c:5432 tls"}),
+    ]
+
+
+def test_a_retry_replaces_its_earlier_try_and_compares_with_the_run_before(store):
+    record(store, run(1), [finding("a:443 certificate expiry")])
+    record(store, run(2, days=7), [finding("a:443 certificate expiry"), finding("b:443 hostname")])
+    retry = record(store, run(2, days=7), [finding("b:443 hostname")])
+    assert {item.finding.subject: item.status for item in retry.findings} == {"b:443 hostname": "new"}
+    assert [item["subject"] for item in retry.resolved] == ["a:443 certificate expiry"]
+    count = store.execute("SELECT count(*) FROM ops.security_findings WHERE run_id = 'scheduled__run2'").fetchone()
+    assert count == (1,)
+    # Rerunning the first run later still compares with nothing before it.
+    again = record(store, run(1), [finding("a:443 certificate expiry")])
+    assert [item.status for item in again.findings] == ["new"] and again.resolved == []
+
+
+def test_a_subject_reported_twice_keeps_the_more_severe(store):
+    report = record(store, run(1), [finding("x", "info"), finding("x", "critical"), finding("x", "warning")])
+    assert [(item.finding.subject, item.finding.severity) for item in report.findings] == [("x", "critical")]
+
+
+def test_waivers_silence_until_their_expiry_date_then_report_again(store):
+    waiver = Waiver(
+        check="ssl_cert_check", subject="legacy:443 protocol", reason="vendor box (CHG-7)", expires="2026-12-01"
+    )
+    other_check = Waiver(check="firewall_rule_review", subject="legacy:443 protocol", reason="x", expires="2027-01-01")
+    findings = [finding("legacy:443 protocol"), finding("b:443 hostname", "critical")]
+
+    waived = record(store, run(1), findings, [waiver, other_check], today=date(2026, 11, 30))
+    by_subject = {item.finding.subject: item for item in waived.findings}
+    assert by_subject["legacy:443 protocol"].waived
+    assert not by_subject["b:443 hostname"].waived
+    assert [item.finding.subject for item in waived.active()] == ["b:443 hostname"]
+    summary = waived.summary()
+    assert summary["waived"][0]["reason"] == "vendor box (CHG-7)" and summary["waived"][0]["expires"] == "2026-12-01"
+    assert summary["counts"]["warning"] == 0
+    row = store.execute(
+        "SELECT waived, waiver_reason, waiver_expires FROM ops.security_findings WHERE subject = 'legacy:443 protocol'"
+    ).fetchone()
+    assert row == (True, "vendor box (CHG-7)", date(2026, 12, 1))
+
+    expired = record(store, run(2, days=30), findings, [waiver], today=date(2026, 12, 1))
+    item = next(i for i in expired.findings if i.finding.subject == "legacy:443 protocol")
+    assert not item.waived and item.expired_waiver == waiver
+    assert expired.summary()["expired_waivers"] == [{"subject": "legacy:443 protocol", "expired": "2026-12-01"}]
+    assert expired.summary()["counts"]["warning"] == 1
+
+
+def test_the_latest_of_several_matching_waivers_wins():
+    old = Waiver(check="c", subject="s", reason="old", expires="2026-01-01")
+    new = Waiver(check="c", subject="s", reason="renewed", expires="2027-01-01")
+    assert match_waiver(Finding("c", "info", "s", "m"), [old, new], date(2026, 6, 1)) == (new, None)
+    assert match_waiver(Finding("c", "info", "s", "m"), [old, new], date(2027, 1, 1)) == (None, new)
+    assert match_waiver(Finding("c", "info", "other", "m"), [old, new], date(2026, 6, 1)) == (None, None)
+
+
+@pytest.fixture
+def sent_alerts(monkeypatch):
+    """The alerts handed to the alerting layer's send_alert (its delivery is the Alerting issue's)."""
+    alerts = []
+    monkeypatch.setattr(runner, "send_alert", alerts.append)
+    return alerts
+
+
+def test_run_check_records_alerts_by_severity_and_reports_changes(fresh_db, make_policy, sent_alerts):
+    make_policy(
+        {
+            "security.auth_logs.ssh_paths": [str(DATA / "auth.log")],
+            "security.auth_logs.postgres_paths": [str(DATA / "postgresql.log")],
+            "security.waivers": [
+                {
+                    "check": "failed_login_attempts",
+                    "subject": "postgresql brute force from 203.0.113.9",
+                    "reason": "scanner of the yearly external audit (SEC-12)",
+                    "expires": "2026-11-15",
+                }
+            ],
+        }
+    )
+    as_of = datetime(2026, 11, 2, 2, 0, tzinfo=UTC) - timedelta(hours=9)  # 02:00 in Seoul
+    report = runner.run_check("failed_login_attempts", RunInfo("security_checks_daily", "run-1", as_of))
+    summary = report.summary()
+    assert summary["counts"] == {"critical": 1, "warning": 2, "info": 0}, summary
+    assert [item["subject"] for item in summary["waived"]] == ["postgresql brute force from 203.0.113.9"]
+
+    severities = {alert.severity: alert for alert in sent_alerts}
+    assert set(severities) == {"critical", "warning"}
+    critical = severities["critical"]
+    assert critical.source == "security_checks_daily.failed_login_attempts"
+    assert critical.level == "P1" and critical.dedup_key == "security:failed_login_attempts:critical"
+    assert critical.details["new"] == ["ssh brute force from 203.0.113.7"]
+    assert sorted(severities["warning"].details["new"]) == [
+        "ssh failures for user root",
+        "ssh failures from 203.0.113.7",
+    ]
+
+    # Two hours later the window still holds the same failures: they persist, and alert again until fixed.
+    sent_alerts.clear()
+    next_day = runner.run_check(
+        "failed_login_attempts", RunInfo("security_checks_daily", "run-2", as_of + timedelta(hours=2))
+    )
+    assert all(item.status == "persisting" for item in next_day.findings)
+    assert {alert.severity for alert in sent_alerts} == {"critical", "warning"}
+    assert all(alert.details["new"] == [] for alert in sent_alerts)
+
+    # A day later the window holds no failures: everything is resolved and announced once.
+    sent_alerts.clear()
+    later = runner.run_check(
+        "failed_login_attempts", RunInfo("security_checks_daily", "run-3", as_of + timedelta(days=2))
+    )
+    assert later.findings == [] and len(later.resolved) == len(next_day.findings)
+    assert [(alert.severity, alert.summary) for alert in sent_alerts] == [
+        ("info", f"failed_login_attempts: {len(later.resolved)} finding(s) resolved")
+    ]
+
+
+def test_summarize_tables_the_checks_and_fails_when_one_did_not_finish(caplog):
+    summary = {
+        "counts": {"critical": 1, "warning": 2, "info": 3},
+        "new": [{"severity": "critical", "subject": "s", "message": "m"}],
+        "persisting": [],
+        "resolved": [{"severity": "info", "subject": "r", "message": "gone"}],
+        "waived": [],
+    }
+    caplog.set_level("INFO")
+    result = runner.summarize({"ssl_cert_check": summary, "dependency_updates": summary})
+    assert result["totals"] == {"critical": 2, "warning": 4, "info": 6, "new": 2, "resolved": 2, "waived": 0}
+    assert "ssl_cert_check" in caplog.text and "new critical ssl_cert_check / s: m" in caplog.text
+    with pytest.raises(RuntimeError, match=r"^Security checks firewall_rule_review did not finish"):
+        runner.summarize({"ssl_cert_check": summary, "firewall_rule_review": None})
+    assert "did not finish: see its task log" in caplog.text
+
+
+def test_an_unknown_check_name_is_one_sentence():
+    with pytest.raises(ValueError, match=r"^Unknown security check 'port_scan'; the checks are vulnerability_scan, "):
+        runner.check_function("port_scan")
