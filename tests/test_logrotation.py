@@ -297,6 +297,27 @@ def test_rotated_names_are_sortable_utc_stamps_and_never_collide(tmp_path, logs_
     assert run(policy, "application_logs", now=NOW + timedelta(days=1)).files_rotated == 1
 
 
+def test_an_audit_archive_is_verified_and_extracted_by_hand_with_the_module_cli(tmp_path, logs_policy):
+    policy = logs_policy()
+    directory = tmp_path / "audit_logs"
+    original = b"".join(b"%d login ok\n" % n for n in range(3000))
+    (directory / "audit.log").write_bytes(original)
+    run(policy, "audit_logs")
+    (archive,) = directory.glob("*.zst.age")
+    identity_file = tmp_path / "audit-key.txt"
+    identity_file.write_text(f"# created by age-keygen\n# public key: {RECIPIENTS[0]}\n{IDENTITY}\n")
+    command = [sys.executable, "-m", "trading_ops.logrotation", str(archive), "-i", str(identity_file)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "plugins")}
+
+    good = subprocess.run(command, capture_output=True, env=env, timeout=60)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout == original and b"sha256 verified" in good.stderr
+
+    archive.write_bytes(archive.read_bytes()[:-1] + b"!")
+    bad = subprocess.run(command, capture_output=True, env=env, timeout=60)
+    assert bad.returncode == 1 and bad.stdout == b"" and b"does NOT match" in bad.stderr
+
+
 # --- dry run ---------------------------------------------------------------------------------------------------
 
 

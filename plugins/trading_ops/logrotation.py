@@ -956,3 +956,43 @@ def rotate_log_class_task(name: str, context) -> dict:
             f"{len(report.failures)} step(s) of {name} failed (first: {report.failures[0]}); the others completed."
         )
     return report.summary()
+
+
+# --- by hand: verify and extract an archive ------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from pyrage import x25519
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trading_ops.logrotation",
+        description="Verify a log archive against its sha256 sidecar, then write the original log to stdout.",
+    )
+    parser.add_argument("archive", type=Path)
+    parser.add_argument("-i", "--identity-file", type=Path, help="age identity file (age-keygen output) for .age")
+    args = parser.parse_args(argv)
+    sidecar = sidecar_path(args.archive)
+    if not sidecar.exists():
+        print(f"{sidecar} is missing: the archive cannot be verified.", file=sys.stderr)
+        return 2
+    if file_sha256(args.archive) != sidecar.read_text().split(maxsplit=1)[0]:
+        print(f"{args.archive} does NOT match its sha256 sidecar: it was changed after archiving.", file=sys.stderr)
+        return 1
+    identities = []
+    if args.identity_file:
+        keys = [line.strip() for line in args.identity_file.read_text().splitlines()]
+        identities = [x25519.Identity.from_str(key) for key in keys if key.startswith("AGE-SECRET-KEY-")]
+    if args.archive.name.endswith(".age") and not identities:
+        print(f"{args.archive} is encrypted: pass the age identity file with -i.", file=sys.stderr)
+        return 2
+    extract_archive(args.archive, sys.stdout.buffer, identities)
+    sys.stdout.buffer.flush()
+    print(f"{args.archive}: sha256 verified, extracted.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
