@@ -585,7 +585,7 @@ class _ClassRun:
                 self.report.tampered.append(f"{path} does not match its sha256 sidecar")
         for sidecar in scan.sidecars:
             archive = sidecar.with_name(sidecar.name.removesuffix(SIDECAR_SUFFIX))
-            if not archive.exists():
+            if not archive.exists() and not part_path(archive).exists():  # a .part: an interrupted run, not tampering
                 self.report.tampered.append(f"{archive} is listed by {sidecar.name} but missing")
 
     def is_pending(self, rotated: RotatedFile, scan: PathScan) -> bool:
@@ -609,27 +609,31 @@ class _ClassRun:
     def rotate(self, path: LogPath, scan: PathScan) -> None:
         renamed = False
         for active in scan.active:
-            size = active.stat().st_size
-            reason = self.is_due(active, size, scan)
-            if reason is None:
-                continue
-            target = free_rotated_name(active, self.now)
-            if path.method == "rename":
-                with self.report.step(f"rename {active}"):
-                    if self.report.act(f"rotate {active} ({_size(size)}, {reason}) by renaming it to {target.name}"):
-                        self.rename(active, target)
-                    renamed = True
-                    self.report.files_rotated += 1
-            else:
-                final = target.with_name(target.name + self.spec.suffix)
-                with self.report.step(f"copytruncate {active}"):
-                    if self.report.act(f"rotate {active} ({_size(size)}, {reason}) by copytruncate to {final.name}"):
-                        self.copytruncate(active, final)
-                    else:
-                        self.report.files_rotated += 1
+            with self.report.step(f"rotate {active}"):
+                renamed |= self.rotate_file(path, active, scan)
         if renamed:
             with self.report.step(f"reopen the writers of {path.directory}"):
                 self.reopen(path)
+
+    def rotate_file(self, path: LogPath, active: Path, scan: PathScan) -> bool:
+        """Rotate `active` if it is due; True when it was renamed (its writer must then reopen)."""
+        size = active.stat().st_size
+        reason = self.is_due(active, size, scan)
+        if reason is None:
+            return False
+        target = free_rotated_name(active, self.now)
+        if path.method == "rename":
+            then = f", archived as {target.name}{self.spec.suffix} once its writer lets go" if self.spec.suffix else ""
+            if self.report.act(f"rotate {active} ({_size(size)}, {reason}) by renaming it to {target.name}{then}"):
+                self.rename(active, target)
+            self.report.files_rotated += 1
+            return True
+        final = target.with_name(target.name + self.spec.suffix)
+        if self.report.act(f"rotate {active} ({_size(size)}, {reason}) by copytruncate to {final.name}"):
+            self.copytruncate(active, final)
+        else:
+            self.report.files_rotated += 1
+        return False
 
     def rename(self, active: Path, target: Path) -> None:
         stat = active.stat()
@@ -881,8 +885,9 @@ def rotate_log_class(
         failed = f"{name}: {len(report.failures)} step(s) failed: {'; '.join(report.failures[:5])}"
         run.alert("warning", failed, "failed")
     log.info(
-        "%s summary: %d file(s) rotated, %s -> %s, %d archive(s) deleted (%s), space freed %s, class now %s "
+        "%s%s summary: %d file(s) rotated, %s -> %s, %d archive(s) deleted (%s), space freed %s, class now %s "
         "of %s (%.0f%%)",
+        "DRY RUN (nothing changed) " if dry_run else "",
         name,
         report.files_rotated,
         _size(report.bytes_before),
