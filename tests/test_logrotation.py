@@ -140,7 +140,8 @@ def test_size_cap_deletes_the_oldest_archives_first_and_never_an_active_file(tmp
     assert report.files_rotated == 1
 
 
-def test_audit_archives_younger_than_retention_are_never_deleted_for_size_but_alert(tmp_path, logs_policy):
+def test_audit_archives_younger_than_retention_are_never_deleted_for_size_but_alert(tmp_path, logs_policy, alert_fakes):
+    slack, _pagerduty = alert_fakes
     policy = logs_policy({"logs.classes.audit_logs.max_size": "4KB"})
     directory = tmp_path / "audit_logs"
     young = [
@@ -156,6 +157,7 @@ def test_audit_archives_younger_than_retention_are_never_deleted_for_size_but_al
     assert report.archives_deleted == 1
     critical = [alert for alert in report.alerts if alert["severity"] == "critical"]
     assert len(critical) == 1 and "over its cap" in critical[0]["summary"] and "retention" in critical[0]["summary"]
+    assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]
 
 
 def test_a_class_over_the_alert_fraction_of_its_cap_raises_a_warning(tmp_path, logs_policy):
@@ -233,7 +235,8 @@ def test_the_key_comes_from_the_connection_and_bad_values_are_one_sentence(monke
         encryption_recipients("no_such_key")
 
 
-def test_tampering_is_detected_on_the_next_run(tmp_path, logs_policy):
+def test_tampering_is_detected_on_the_next_run_and_pages(tmp_path, logs_policy, alert_fakes):
+    slack, pagerduty = alert_fakes
     policy = logs_policy()
     directory = tmp_path / "audit_logs"
     for name in ("a.log", "b.log", "c.log"):
@@ -260,7 +263,13 @@ def test_tampering_is_detected_on_the_next_run(tmp_path, logs_policy):
         ]
     )
     assert [alert["severity"] for alert in report.alerts] == ["critical"]
-    assert "3 archive(s) fail their integrity check" in report.alerts[0]["summary"]
+    assert report.alerts[0]["summary"] == "audit_logs: 3 archive(s) fail their integrity check"
+    (message,) = slack.messages()
+    assert message["channel"] == "#alerts-critical"
+    assert "audit_logs: 3 archive(s) fail their integrity check" in message["text"]
+    assert f"{archives['a']} does not match its sha256 sidecar" in message["text"]
+    (event,) = pagerduty.events()
+    assert event["payload"]["summary"] == "[P1] audit_logs: 3 archive(s) fail their integrity check"
 
 
 def test_an_interrupted_run_leaves_nothing_the_next_run_does_not_clean(tmp_path, logs_policy):
@@ -468,6 +477,7 @@ def test_a_rotated_file_still_held_by_its_writer_is_archived_by_a_later_run(tmp_
     assert rotated.exists() and first.files_rotated == 1 and first.bytes_before == 0
     assert any("still open for writing by pid" in warning for warning in first.warnings)
     assert [alert["severity"] for alert in first.alerts] == ["warning"]
+    assert "still open for writing by pid" in first.alerts[0]["problems"]
 
     second = run(policy, "application_logs")
 

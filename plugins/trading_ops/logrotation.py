@@ -560,7 +560,7 @@ class _ClassRun:
             details=details or {},
             dedup_key=f"log_rotation:{self.name}:{kind}",
         )
-        self.report.alerts.append({"severity": severity, "summary": summary})
+        self.report.alerts.append({"severity": severity, "summary": summary, **(details or {})})
         if self.report.act(f"alert {severity}: {summary}"):
             send_alert(alert)
 
@@ -876,14 +876,24 @@ def rotate_log_class(
     if report.tampered:
         run.alert(
             "critical" if log_class.encryption else "warning",
-            f"{name}: {len(report.tampered)} archive(s) fail their integrity check: {'; '.join(report.tampered[:5])}",
+            f"{name}: {len(report.tampered)} archive(s) fail their integrity check",
             "tampered",
+            {"archives": "; ".join(report.tampered[:20])},
         )
     if report.warnings:
-        run.alert("warning", f"{name}: {'; '.join(report.warnings[:5])}", "warnings")
+        run.alert(
+            "warning",
+            f"{name}: {len(report.warnings)} file(s) need attention",
+            "warnings",
+            {"problems": "; ".join(report.warnings[:20])},
+        )
     if report.failures:
-        failed = f"{name}: {len(report.failures)} step(s) failed: {'; '.join(report.failures[:5])}"
-        run.alert("warning", failed, "failed")
+        run.alert(
+            "warning",
+            f"{name}: {len(report.failures)} step(s) failed",
+            "failed",
+            {"failures": "; ".join(report.failures[:20])},
+        )
     log.info(
         "%s%s summary: %d file(s) rotated, %s -> %s, %d archive(s) deleted (%s), space freed %s, class now %s "
         "of %s (%.0f%%)",
