@@ -79,6 +79,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from trading_ops.alerting import Alert, send_alert
+from trading_ops.dag_defaults import run_time
 from trading_ops.policy import LogClass, LogPath, Logs, Policy, load_policy
 
 log = logging.getLogger(__name__)
@@ -947,11 +948,6 @@ def encryption_recipients(conn_id: str) -> list:
     if not recipients:
         raise LogRotationError(f"Connection {conn_id} has no age recipient in its password.")
     return recipients
-
-
-def run_time(context) -> datetime:
-    """The run's logical time: data_interval_end, or run_after for a manual run without a logical date."""
-    return context.get("data_interval_end") or context["dag_run"].run_after
 
 
 def dry_run_requested(param: bool | None, run_type: str) -> bool:
