@@ -6,6 +6,7 @@ import importlib.util
 import os
 import socket
 import sys
+import sysconfig
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +46,13 @@ def test_only_known_dag_ids(dagbag):
     assert {p.stem for p in DAG_FILES} == set(dagbag.dag_ids), "one DAG per file, named after its dag_id"
 
 
+# Installed libraries may read their own resource files (CronTriggerTimetable's description loads
+# cron_descriptor's locale .mo); the rule is about the project's files, config and data.
+LIBRARY_DIRS = tuple(
+    {os.path.realpath(sysconfig.get_paths()[key]) for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+)
+
+
 class _Forbidden(AssertionError):
     pass
 
@@ -74,7 +82,8 @@ def side_effect_tripwires(monkeypatch):
     def audit(event, args):
         if recording["on"] and event == "open" and isinstance(args[0], str | bytes):
             path = str(args[0])
-            if not path.endswith((".py", ".pyc")) and "__pycache__" not in path:
+            library_file = os.path.realpath(path).startswith(LIBRARY_DIRS)
+            if not path.endswith((".py", ".pyc")) and "__pycache__" not in path and not library_file:
                 opened.append(path)
 
     sys.addaudithook(audit)

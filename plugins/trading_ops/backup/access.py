@@ -7,10 +7,12 @@ backup stops a restore before the restore changes anything.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import tempfile
 from collections.abc import Generator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from trading_ops.backup.full import BackupError, client_tool
@@ -189,3 +191,17 @@ def verify_wal_bundle(backup: BackupInfo, key: EncryptionKey | None = None) -> s
         if counter.size != entry["raw_size"] or (SEGMENT_RE.match(entry["role"]) and counter.size != segment_size):
             raise BackupCorrupt(f"WAL file {entry['path']} of backup {backup.id} decompresses to the wrong size.")
     return f"{len(backup.manifest['files'])} WAL files decompress whole"
+
+
+def configure_recovery(data_dir: Path, archive_dir: Path, target_time: datetime | None = None) -> None:
+    """Make an extracted base backup recover from the WAL archive, up to `target_time` (else to the end) and
+    promote. Appended to postgresql.auto.conf, so these settings win over the ones the backup carries."""
+    settings = {"restore_command": f"cp {shlex.quote(str(archive_dir))}/%f %p"}
+    if target_time is not None:
+        # PostgreSQL's timestamp input takes neither the ISO "T" with "Z" suffix everywhere nor naive times.
+        moment = target_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        settings |= {"recovery_target_time": moment, "recovery_target_action": "promote"}
+    with open(data_dir / "postgresql.auto.conf", "a") as conf:
+        for name, value in settings.items():
+            conf.write(f"{name} = '{value.replace(chr(39), chr(39) * 2)}'\n")
+    (data_dir / "recovery.signal").touch()

@@ -24,6 +24,11 @@ def segment_number(name: str, segment_size: int) -> int:
     return int(match[2], 16) * segments_per_id(segment_size) + int(match[3], 16)
 
 
+def segment_order(name: str, segment_size: int) -> tuple[int, int]:
+    """Sort key of segments across timelines: by position in the WAL stream, then timeline."""
+    return segment_number(name, segment_size), segment_timeline(name)
+
+
 def segment_timeline(name: str) -> int:
     return int(name[:8], 16)
 
