@@ -53,9 +53,10 @@ class Staleness:
     def sentence(self) -> str:
         kind = "verified full backup" if self.backup_type == "full" else "WAL backup"
         if self.newest is None:
-            return f"There is no {kind} at all (limit {self.limit})."
+            return f"There is no {kind} at all (limit {_human(self.limit)})."
         state = "older than" if self.stale else "within"
-        return f"The newest {kind} {self.newest.id} is {_human(self.age)} old, {state} the limit of {self.limit}."
+        limit = _human(self.limit)
+        return f"The newest {kind} {self.newest.id} is {_human(self.age)} old, {state} the limit of {limit}."
 
 
 def _human(age: timedelta) -> str:
@@ -73,4 +74,5 @@ def staleness(repository: Repository, backup_type: BackupType, now: datetime, li
     if not candidates:
         return Staleness(backup_type, None, None, limit)
     newest = candidates[0]
-    return Staleness(backup_type, newest, now - newest.stop_time, limit)
+    # A late run (the one Airflow starts on unpausing) can be older than the backup it just took.
+    return Staleness(backup_type, newest, max(now - newest.stop_time, timedelta(0)), limit)
