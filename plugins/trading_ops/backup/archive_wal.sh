@@ -32,6 +32,8 @@ fi
 temporary="$archive_dir/.$file_name.tmp.$$"
 trap 'rm -f "$temporary"' EXIT
 cp "$source_path" "$temporary" || exit 1
+# Readable by the archive's group (the backup workers), never by everyone: WAL holds every row written.
+chmod 0640 "$temporary" || exit 1
 sync "$temporary" || exit 1
 if ! ln "$temporary" "$target" 2>/dev/null; then
     # Lost a race with another archiver for the same name: fine only if it archived the same bytes.
