@@ -72,7 +72,7 @@ def test_full_backup_is_taken_verified_listed_and_restores(pg_cluster, pg_conn, 
     assert all(len(entry["sha256"]) == 64 and entry["size"] > 0 for entry in manifest["files"])
     assert manifest["timeline"] == 1 and manifest["server_version_num"] >= 150000
     assert manifest["wal_start_segment"] <= manifest["wal_stop_segment"]
-    assert manifest["compression"] == {"algorithm": "zstd", "level": 3} and manifest["encryption"] is None
+    assert manifest["compression"] == {"algorithm": "zstd", "level": 1} and manifest["encryption"] is None
     assert (backup.path / "manifest.json").exists() and not repository.partials("full")
     assert backup.verified is None
 
@@ -180,3 +180,24 @@ def test_encrypted_backup_round_trip(pg_cluster, pg_conn, repository, monkeypatc
 def test_a_key_that_is_not_an_age_identity_is_one_sentence():
     with pytest.raises(BackupKeyError, match=r"not an age identity .*keygen`\.$"):
         EncryptionKey.from_secret("hunter2", "backup_encryption_key")
+
+
+def test_tar_member_capture_reads_members_whatever_the_chunking(tmp_path):
+    import io
+    import tarfile
+
+    from trading_ops.backup.full import TarMemberCapture
+
+    buffer = io.BytesIO()
+    contents = {"base/1/1259": os.urandom(70_000), "backup_label": b"START WAL LOCATION: 0/3000028\n", "empty": b""}
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, data in contents.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    stream = buffer.getvalue()
+    for chunk in (1, 511, 512, 4096, len(stream)):
+        capture = TarMemberCapture({"backup_label", "empty", "base/1/1259"})
+        for start in range(0, len(stream), chunk):
+            capture.feed(stream[start : start + chunk])
+        assert capture.members == contents, chunk

@@ -83,50 +83,57 @@ class _Observed(io.RawIOBase):
 class TarMemberCapture:
     """Fed a tar stream chunk by chunk, keeps the content of the members named in `wanted`.
 
-    pg_basebackup writes plain ustar (it refuses names over 99 bytes), so headers need no extensions.
+    pg_basebackup writes plain ustar (it refuses names over 99 bytes), so headers need no extensions. Member data
+    is skipped without copying: this sees every byte of the base backup.
     """
 
     def __init__(self, wanted: set[str]):
         self.wanted = wanted
         self.members: dict[str, bytes] = {}
-        self._buffer = bytearray()
+        self._header = bytearray()
         self._current: str | None = None
+        self._parts: list[bytes] = []
         self._remaining = 0
         self._padding = 0
         self._ended = False
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
-        while not self._ended:
+        view = memoryview(data)
+        position = 0
+        while position < len(view) and not self._ended:
             if self._remaining:
-                take = min(self._remaining, len(self._buffer))
-                if not take:
-                    return
+                take = min(self._remaining, len(view) - position)
                 if self._current in self.wanted:
-                    self.members[self._current] = self.members.get(self._current, b"") + bytes(self._buffer[:take])
-                del self._buffer[:take]
+                    self._parts.append(bytes(view[position : position + take]))
+                position += take
                 self._remaining -= take
+                if not self._remaining and self._current in self.wanted:
+                    self.members[self._current] = b"".join(self._parts)
                 continue
             if self._padding:
-                take = min(self._padding, len(self._buffer))
-                del self._buffer[:take]
+                take = min(self._padding, len(view) - position)
+                position += take
                 self._padding -= take
-                if self._padding:
-                    return
                 continue
-            if len(self._buffer) < 512:
-                return
-            header = bytes(self._buffer[:512])
-            del self._buffer[:512]
-            if header == bytes(512):
-                self._ended = True
-                return
-            name = header[:100].rstrip(b"\0").decode()
-            prefix = header[345:500].rstrip(b"\0").decode() if header[257:262] == b"ustar" else ""
-            self._current = f"{prefix}/{name}" if prefix else name
-            size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
-            self._remaining = size
-            self._padding = -size % 512
+            piece = view[position : position + 512 - len(self._header)]
+            self._header += piece
+            position += len(piece)
+            if len(self._header) == 512:
+                self._start_member(bytes(self._header))
+                self._header.clear()
+
+    def _start_member(self, header: bytes) -> None:
+        if header == bytes(512):
+            self._ended = True
+            return
+        name = header[:100].rstrip(b"\0").decode()
+        prefix = header[345:500].rstrip(b"\0").decode() if header[257:262] == b"ustar" else ""
+        self._current = f"{prefix}/{name}" if prefix else name
+        self._parts = []
+        self._remaining = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+        self._padding = -self._remaining % 512
+        if not self._remaining and self._current in self.wanted:
+            self.members[self._current] = b""
 
 
 def stream_command(

@@ -28,7 +28,7 @@ class BackupKeyError(ValueError):
 @dataclass(frozen=True)
 class Compression:
     algorithm: Algorithm = "zstd"
-    level: int = 3
+    level: int = 1
 
     @property
     def suffix(self) -> str:
