@@ -100,6 +100,21 @@ def main(rows: int) -> None:
                 capture_output=True,
             )
         )
+        # What the PostgreSQL tools cost with no compression at all: the floor any compressed backup stands on.
+        t_dump_floor, _ = _timed(
+            lambda: subprocess.run(
+                [client_tool("pg_dump"), "-Fc", "-Z0", "-f", os.devnull], env=env, check=True, capture_output=True
+            )
+        )
+        t_base_floor, _ = _timed(
+            lambda: subprocess.run(
+                [client_tool("pg_basebackup"), "-D", "-", "-Ft", "-X", "none", "-c", "fast"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         ours_physical = out / "physical"
         ours_physical.mkdir()
         t_physical, base = _timed(
@@ -113,8 +128,10 @@ def main(rows: int) -> None:
         print(f"{'':34} {'time':>8} {'size':>11}")
         print(f"{'pg_dump -Fc (default)':34} {t_dump:7.2f}s {_mb(dump_size)}")
         print(f"{'project logical snapshot':34} {t_logical:7.2f}s {_mb(logical_size)}")
+        print(f"{'pg_dump -Fc -Z0 > /dev/null (floor)':34} {t_dump_floor:7.2f}s")
         print(f"{'pg_basebackup -Ft -z':34} {t_base:7.2f}s {_mb(base_size)}")
         print(f"{'project physical base backup':34} {t_physical:7.2f}s {_mb(physical_size)}")
+        print(f"{'pg_basebackup -Ft > /dev/null (floor)':34} {t_base_floor:7.2f}s")
         speed_logical, ratio_size = t_dump / t_logical, logical_size / dump_size
         speed_physical = t_base / t_physical
         print(
@@ -126,6 +143,8 @@ def main(rows: int) -> None:
             f"physical: {speed_physical:.2f}x faster than pg_basebackup -z (target >= 5x), "
             f"{physical_size / base_size:.2f}x its size -> {'MET' if speed_physical >= 5 else 'MISSED'}"
         )
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        print(f"load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} cores")
     finally:
         cluster.stop(mode="immediate")
         shutil.rmtree(RUN_DIR, ignore_errors=True)
