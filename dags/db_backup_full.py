@@ -37,7 +37,8 @@ Verification can be repeated at will; retention cutoffs come from the run's time
   `trading_db` connection's user lacks REPLICATION (pg_basebackup) or read rights, `max_wal_senders` is 0, the
   repository volume is full (the monitoring DAG watches it). Nothing visible was left behind.
 - `verify_full_backup` failed: the backup is marked `verified: false` and `latest` skips it; the message names
-  the damaged file or the tool that rejected it. Check the disk, then rerun the DAG.
+  the damaged file or the tool that rejected it. Check the disk, then trigger a new run (a new id, a new backup;
+  clearing the failed run only re-verifies the same files). Retention ages the damaged one out, or delete it.
 - Freshness alert: `python -m trading_ops backups list` shows what exists and since when.
 
 ## Recovery

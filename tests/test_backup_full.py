@@ -201,3 +201,16 @@ def test_tar_member_capture_reads_members_whatever_the_chunking(tmp_path):
         for start in range(0, len(stream), chunk):
             capture.feed(stream[start : start + chunk])
         assert capture.members == contents, chunk
+
+
+def test_a_repository_on_object_storage_paths(pg_cluster, pg_conn, tmp_path):
+    """The repository code only uses path operations ObjectStoragePath offers (s3:// in production)."""
+    from airflow.sdk import ObjectStoragePath
+
+    repository = Repository(ObjectStoragePath(f"file://{tmp_path}/object-store"))
+    backup = take_full_backup(repository, "20261101T060000Z")
+    assert not isinstance(backup.path, type(tmp_path)) and repository.partials("full") == []
+    assert verify_backup(repository, backup, wal_archive_dir=pg_cluster.wal_archive_dir).verified
+    assert resolve_backup(repository, "latest").id == backup.id
+    with readable_dump(backup) as dump:
+        assert _restore_into_new_database(pg_cluster, dump, f"{pg_conn.info.dbname}_objects") == _counts(pg_conn)
