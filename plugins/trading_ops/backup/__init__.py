@@ -39,6 +39,9 @@ API
     readable_dump(backup, key=None, scratch_dir=None)  context manager -> Path of a plain custom-format dump for
         `pg_restore` (checksum checked first; decrypted, decompressed; deleted on exit; seekable, so -j works)
     extract_base_backup(backup, data_dir, key=None)  unpack the base backup into an empty directory (for PITR)
+    configure_recovery(data_dir, archive_dir, target_time=None)  recovery.signal + restore_command (cp from the
+        archive) + recovery_target_time/promote appended to postgresql.auto.conf; then chown to the server's user,
+        chmod 700 and start it (tests/test_backup_wal.py shows the whole point-in-time recovery)
     backup_key(backup, key=None) -> EncryptionKey | None   (from the connection the manifest names)
     EncryptionKey.from_connection(conn_id)   the age identity in the connection's password
     Errors a user can cause are one sentence: BackupNotFound, BackupCorrupt, BackupKeyError, BackupError.
@@ -48,6 +51,7 @@ from trading_ops.backup.access import (
     BackupCorrupt,
     backup_key,
     check_checksums,
+    configure_recovery,
     extract_base_backup,
     readable_dump,
     verify_backup,
@@ -80,6 +84,7 @@ __all__ = [
     "Repository",
     "backup_key",
     "check_checksums",
+    "configure_recovery",
     "extract_base_backup",
     "full_backup_id",
     "list_backups",
