@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import RUN_DIR
 from trading_ops.backup import Repository, extract_base_backup, list_backups, take_full_backup, tasks, verify_backup
 from trading_ops.backup.access import configure_recovery
-from trading_ops.backup.wal import ARCHIVE_SCRIPT, WalArchiveError, check_continuity, missing_segments, switch_and_wait
+from trading_ops.backup.wal import WalArchiveError, check_continuity, missing_segments, switch_and_wait
 from trading_ops.backup.wal_names import SEGMENT_RE, name_of
-from trading_ops.localpg import LocalCluster, _give_to_server_user
+from trading_ops.localpg import ARCHIVE_SCRIPT, LocalCluster, _give_to_server_user
 
 SEGMENT = 16 * 1024 * 1024
 MOMENT = datetime(2026, 11, 1, 16, 0, tzinfo=UTC)

@@ -29,8 +29,6 @@ from trading_ops.backup.wal_names import (
     timeline_of_segment,
 )
 
-ARCHIVE_SCRIPT = Path(__file__).resolve().parent / "archive_wal.sh"
-
 
 class WalArchiveError(BackupError):
     pass
