@@ -59,7 +59,10 @@ def test_list_verify_pin_and_a_damaged_backup(pg_cluster, fresh_db, make_policy,
     missing = _cli("show", "20200101T000000Z")
     assert missing.returncode == 1 and missing.stderr.strip().startswith("There is no full backup 20200101T000000Z")
     bad = _cli("show", "last-week")
-    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "is not a backup id" in bad.stderr
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "'last-week' is not a backup id: use 'latest', a full backup id like 20261101T010000Z, "
+        "or an incremental date like 2026-11-01."
+    ]
 
 
 def test_keygen_prints_an_age_identity(tmp_path):

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (BackupError, BackupKeyError, BackupNotFound, PolicyError) as exc:
-        print(str(exc).strip("'\""), file=sys.stderr)
+        print(exc, file=sys.stderr)
         return 1
 
 
