@@ -227,6 +227,8 @@ class Backup(Strict):
     dump_jobs: int = Field(ge=1)
     encryption: BackupEncryption
     stale_after: StaleAfter
+    archive_wait: Duration
+    abandoned_partial_after: Duration
 
 
 class Restore(Strict):

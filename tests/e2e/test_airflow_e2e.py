@@ -16,6 +16,9 @@ E2E_RUNS: list[tuple[str, dict, str]] = [
     ("security_checks_monthly", {}, "success"),
     # The test policy's log directories do not exist yet: a real run over nothing succeeds and does nothing.
     ("log_rotation", {"dry_run": False}, "success"),
+    # The full backup first: the WAL run checks the archive from its base backup on.
+    ("db_backup_full", {"dry_run": False}, "success"),
+    ("db_backup_wal", {"dry_run": False}, "success"),
 ]
 
 
