@@ -34,15 +34,15 @@ from trading_ops.backup.wal import (
     segment_size_of,
     switch_and_wait,
 )
+from trading_ops.dag_defaults import run_time
 from trading_ops.policy import load_policy
 
 log = logging.getLogger(__name__)
 
 
 def run_moment(context) -> datetime:
-    """The run's logical time: data_interval_end, or run_after when a manual run has no logical date."""
-    moment = context.get("data_interval_end") or context["dag_run"].run_after
-    return moment.astimezone(UTC)
+    """The run's time in UTC, which names the backup."""
+    return run_time(context).astimezone(UTC)
 
 
 def _settings():
