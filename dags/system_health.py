@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from trading_ops.dag_defaults import cron, default_args
+from trading_ops.dag_defaults import cron, default_args, run_time
 
 
 @dag(
@@ -98,7 +98,7 @@ def system_health():
         return monitoring.collect_application_metrics(
             sources.prometheus_url,
             sources.prometheus_queries,
-            monitoring.evaluation_time(context),
+            run_time(context),
             sources.prometheus_timeout,
         )
 
@@ -113,7 +113,7 @@ def system_health():
         return monitoring.check_system_health(
             policy,
             {**(host or {}), **(postgres or {}), **(application or {})},
-            monitoring.evaluation_time(context),
+            run_time(context),
             airflow_run_url(policy, ti.dag_id, ti.run_id),
         )
 

@@ -6,7 +6,7 @@ stays free of side effects; the failure callback reads the policy only when a ta
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 OWNER = "sre-dba"
 
@@ -36,6 +36,12 @@ def task_failure_callback(context) -> None:
     from trading_ops.alerting import notify_task_failure
 
     notify_task_failure(context)
+
+
+def run_time(context) -> datetime:
+    """The run's time, which every cutoff is taken from so a rerun or backfill does the same thing: the end of its
+    data interval, or `run_after` for a manual run triggered without a logical date."""
+    return context.get("data_interval_end") or context["dag_run"].run_after
 
 
 def default_args(**overrides) -> dict:

@@ -29,11 +29,6 @@ class MonitoringError(RuntimeError):
     """A metric source answered with an error."""
 
 
-def evaluation_time(context) -> datetime:
-    """The run's time: its data interval's end, or `run_after` for a manual run without a logical date."""
-    return context.get("data_interval_end") or context["dag_run"].run_after
-
-
 # --- collection ---------------------------------------------------------------------------------------------------
 
 

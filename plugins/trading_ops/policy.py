@@ -227,6 +227,8 @@ class Backup(Strict):
     dump_jobs: int = Field(ge=1)
     encryption: BackupEncryption
     stale_after: StaleAfter
+    archive_wait: Duration
+    abandoned_partial_after: Duration
 
 
 class Restore(Strict):
@@ -242,7 +244,23 @@ class LogPath(Strict):
     directory: str
     pattern: str
     method: Literal["rename", "copytruncate"]
+    # How the writer is told to reopen after a rename: a signal to the pid in `pidfile`, or a command (no shell).
     reopen_command: str | None = None
+    pidfile: str | None = None
+    reopen_signal: Literal["HUP", "USR1", "USR2"] = "HUP"
+
+    @model_validator(mode="after")
+    def _reopen_fits_method(self) -> LogPath:
+        if self.reopen_command and self.pidfile:
+            raise ValueError("set reopen_command or pidfile, not both")
+        if self.method == "copytruncate" and (self.reopen_command or self.pidfile):
+            raise ValueError("copytruncate keeps the writer's file open: reopen_command and pidfile do not apply")
+        return self
+
+
+class CompressionLevels(Strict):
+    zstd: int = Field(ge=1, le=22)
+    gzip: int = Field(ge=1, le=9)
 
 
 class LogClass(Strict):
@@ -250,7 +268,8 @@ class LogClass(Strict):
     max_size: ByteSize
     compression: bool
     encryption: bool
-    retention_wins_over_cap: bool = True
+    # True: archives younger than the retention are never deleted for size (a critical alert instead).
+    retention_wins_over_cap: bool = False
     paths: list[LogPath] = Field(min_length=1)
 
 
@@ -260,8 +279,10 @@ class Logs(Strict):
     rotate_after: Duration
     rotate_over_size: ByteSize
     compressor: Literal["zstd", "gzip"]
+    compression_level: CompressionLevels
     encryption_key_conn_id: str
     alert_at_cap_fraction: float = Field(gt=0, le=1)
+    reopen_timeout: Duration
 
 
 class SshAccess(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -66,7 +67,17 @@ def write_security_e2e_policy(pg_cluster) -> str:
 
 
 @pytest.fixture(scope="session")
-def e2e_service_env(pg_cluster, slack_fake, pagerduty_fake, package_index, kubernetes_api) -> dict[str, str]:
+def audit_log_identity():
+    """The age identity of the audit-log key; Airflow gets only its recipient (public key), as in production."""
+    from pyrage import x25519
+
+    return x25519.Identity.generate()
+
+
+@pytest.fixture(scope="session")
+def e2e_service_env(
+    pg_cluster, slack_fake, pagerduty_fake, package_index, kubernetes_api, audit_log_identity
+) -> dict[str, str]:
     """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service.
     TRADING_OPS_POLICY here overrides the test policy for the e2e Airflow."""
     kubeconfig = kubernetes_api.write_kubeconfig(RUN_DIR / "e2e-kubeconfig", namespace="trading")
@@ -77,6 +88,9 @@ def e2e_service_env(pg_cluster, slack_fake, pagerduty_fake, package_index, kuber
         "AIRFLOW_CONN_OSV_API": package_index.connection_json(),
         "AIRFLOW_CONN_PACKAGE_INDEX": package_index.connection_json(),
         "TRADING_OPS_POLICY": write_security_e2e_policy(pg_cluster),
+        "AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY": json.dumps(
+            {"conn_type": "generic", "password": str(audit_log_identity.to_public())}
+        ),
     }
 
 

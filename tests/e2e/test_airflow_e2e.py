@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -12,6 +14,11 @@ E2E_RUNS: list[tuple[str, dict, str]] = [
     ("security_checks_daily", {}, "success"),
     ("security_checks_weekly", {}, "success"),
     ("security_checks_monthly", {}, "success"),
+    # The test policy's log directories do not exist yet: a real run over nothing succeeds and does nothing.
+    ("log_rotation", {"dry_run": False}, "success"),
+    # The full backup first: the WAL run checks the archive from its base backup on.
+    ("db_backup_full", {"dry_run": False}, "success"),
+    ("db_backup_wal", {"dry_run": False}, "success"),
     # A real restore of trading_db from the newest verified full backup, scaling the fake trading-api 3 -> 0 -> 3.
     ("db_restore", {"dry_run": False, "confirm": "trading_db", "jobs": 2}, "success"),
 ]
@@ -32,3 +39,34 @@ def test_dag_runs_on_the_real_scheduler(airflow_standalone, dag_id, conf, expect
     states = airflow_standalone.task_instances(dag_id, run_id)
     assert run["state"] == expected, f"{dag_id} ended {run['state']}: {states}"
     assert states and all(state in ("success", "skipped") for state in states.values()), states
+
+
+def test_log_rotation_rotates_compresses_and_encrypts_real_files(airflow_standalone, audit_log_identity):
+    import io
+
+    from tests.conftest import TEST_POLICY
+    from trading_ops.logrotation import extract_archive
+    from trading_ops.policy import load_policy
+
+    originals = {}
+    for name, log_class in load_policy(TEST_POLICY).logs.classes.items():
+        directory = Path(log_class.paths[0].directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        originals[name] = b"".join(b"%d %s event=e2e\n" % (n, name.encode()) for n in range(5000))
+        (directory / "e2e.log").write_bytes(originals[name])
+
+    run_id = airflow_standalone.trigger("log_rotation", {"dry_run": False})
+    run = airflow_standalone.wait_for_run("log_rotation", run_id, timeout=600)
+    states = airflow_standalone.task_instances("log_rotation", run_id)
+    assert run["state"] == "success", states
+    assert sorted(states) == ["list_log_classes", "rotate_log_class[0]", "rotate_log_class[1]", "rotate_log_class[2]"]
+
+    for name, log_class in load_policy(TEST_POLICY).logs.classes.items():
+        directory = Path(log_class.paths[0].directory)
+        (archive,) = [p for p in directory.glob("e2e.log.*") if not p.name.endswith(".sha256")]
+        assert archive.name.endswith(".zst.age" if log_class.encryption else ".zst")
+        assert (directory / f"{archive.name}.sha256").exists()
+        assert (directory / "e2e.log").read_bytes() == b""
+        out = io.BytesIO()
+        extract_archive(archive, out, [audit_log_identity])
+        assert out.getvalue() == originals[name]

@@ -23,13 +23,12 @@ TASK_IDS = {
 
 
 def _run_info():
+    from trading_ops.dag_defaults import run_time
     from trading_ops.security.findings import RunInfo
 
     context = get_current_context()
     dag_run = context["dag_run"]
-    # A manual run triggered with logical_date null has none: its time is run_after.
-    as_of = context.get("logical_date") or dag_run.run_after
-    return RunInfo(dag_id=dag_run.dag_id, run_id=dag_run.run_id, as_of=as_of)
+    return RunInfo(dag_id=dag_run.dag_id, run_id=dag_run.run_id, as_of=run_time(context))
 
 
 def check_task(check: str):
