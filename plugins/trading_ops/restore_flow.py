@@ -90,7 +90,11 @@ def describe_plan(plan: dict) -> str:
         f"{', decrypted' if backup['encrypted'] else ''}",
     ]
     if request["scale_workload"]:
-        replicas = request["replicas"] if request["replicas"] is not None else "the count observed before"
+        replicas = (
+            f"{request['replicas']} replicas"
+            if request["replicas"] is not None
+            else "the replica count observed before"
+        )
         lines.append(f"1. scale {workload.namespace}/{workload.deployment} to 0 and wait until no pod is left")
     if request["restore_mode"] == "swap":
         lines += [
@@ -104,7 +108,7 @@ def describe_plan(plan: dict) -> str:
             f"3. verify {len(backup['row_counts'])} table row counts, amcheck, constraints, sequences",
         ]
     if request["scale_workload"]:
-        lines.append(f"5. scale {workload.deployment} back to {replicas} replicas and wait until all are ready")
+        lines.append(f"5. scale {workload.deployment} back to {replicas} and wait until all are ready")
     return "\n".join(lines)
 
 
