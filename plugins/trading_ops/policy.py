@@ -224,7 +224,6 @@ class Backup(Strict):
     transaction_logs: TransactionLogs
     compression: Literal["zstd", "gzip", "none"]
     compression_level: int = Field(ge=0, le=19)
-    dump_jobs: int = Field(ge=1)
     encryption: BackupEncryption
     stale_after: StaleAfter
     archive_wait: Duration
