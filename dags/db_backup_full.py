@@ -53,8 +53,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from trading_ops.backup.dag_tasks import apply_retention, check_backup_freshness
 from trading_ops.dag_defaults import cron, default_args
 
 FULL_BACKUP = Asset("trading_db.full_backup")
@@ -85,21 +86,6 @@ def db_backup_full():
         from trading_ops.backup import tasks
 
         return tasks.verify("full", backup_id)
-
-    @task
-    def apply_retention() -> dict:
-        from trading_ops.backup import tasks
-
-        context = get_current_context()
-        return tasks.retention(tasks.run_moment(context), dry_run=context["params"]["dry_run"])
-
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def check_backup_freshness() -> list[str]:
-        from trading_ops.backup import tasks
-
-        context = get_current_context()
-        ti = context["ti"]
-        return tasks.freshness(tasks.run_moment(context), ti.dag_id, ti.task_id)
 
     verified = verify_full_backup(take_full_backup())
     verified >> apply_retention() >> check_backup_freshness()

@@ -49,8 +49,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from trading_ops.backup.dag_tasks import apply_retention, check_backup_freshness
 from trading_ops.dag_defaults import cron, default_args
 
 WAL_BACKUP = Asset("trading_db.wal_backup")
@@ -92,21 +93,6 @@ def db_backup_wal():
         from trading_ops.backup import tasks
 
         return tasks.verify("incremental", bundle_id)
-
-    @task
-    def apply_retention() -> dict:
-        from trading_ops.backup import tasks
-
-        context = get_current_context()
-        return tasks.retention(tasks.run_moment(context), dry_run=context["params"]["dry_run"])
-
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def check_backup_freshness() -> list[str]:
-        from trading_ops.backup import tasks
-
-        context = get_current_context()
-        ti = context["ti"]
-        return tasks.freshness(tasks.run_moment(context), ti.dag_id, ti.task_id)
 
     switched = switch_wal_segment()
     continuity = check_wal_continuity(switched)
