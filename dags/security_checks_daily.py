@@ -57,7 +57,7 @@ Nothing is changed on any system: the checks only read. Deleting `ops.security_c
 its next run report everything as new.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
 
@@ -66,9 +66,8 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
-    dag_id="security_checks_daily",
     schedule=cron("0 2 * * *"),
-    start_date=datetime(2026, 1, 1),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -76,7 +75,7 @@ from trading_ops.security.tasks import security_checks
     doc_md=__doc__,
 )
 def security_checks_daily():
-    security_checks("vulnerability_scan", "auth_log_review", "failed_login_attempts")
+    security_checks("daily")
 
 
 security_checks_daily()

@@ -62,7 +62,7 @@ sre-dba (security findings are triaged with the security officer).
 Nothing is changed on any system by these checks.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
 
@@ -71,9 +71,8 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
-    dag_id="security_checks_monthly",
     schedule=cron("0 5 1 * *"),
-    start_date=datetime(2026, 1, 1),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -81,7 +80,7 @@ from trading_ops.security.tasks import security_checks
     doc_md=__doc__,
 )
 def security_checks_monthly():
-    security_checks("penetration_test", "security_policy_review", "access_right_audit")
+    security_checks("monthly")
 
 
 security_checks_monthly()

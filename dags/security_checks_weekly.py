@@ -57,7 +57,7 @@ sre-dba (security findings are triaged with the security officer).
 The checks only read; nothing is changed on any system.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
 
@@ -66,9 +66,8 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
-    dag_id="security_checks_weekly",
     schedule=cron("0 4 * * 1"),
-    start_date=datetime(2026, 1, 1),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -76,7 +75,7 @@ from trading_ops.security.tasks import security_checks
     doc_md=__doc__,
 )
 def security_checks_weekly():
-    security_checks("dependency_updates", "ssl_cert_check", "firewall_rule_review")
+    security_checks("weekly")
 
 
 security_checks_weekly()
