@@ -462,6 +462,35 @@ def test_access_audit_reports_roles_grants_and_bindings_beyond_the_policy(secure
     assert grant.evidence["tables"] == ["public.orders"]
 
 
+def test_access_audit_reports_any_binding_outside_the_policy_and_reads_the_role_kind(secure_cluster, reviewed, rbac):
+    # Roles the policy does not name, bound to subjects it does not know.
+    rbac.add_cluster_role_binding("contractor-admin", "admin", [user("contractor-x")])
+    rbac.add_cluster_role_binding("ci-edit", "edit", [service_account("ci", "deployer")])
+    rbac.add_cluster_role_binding("devops-lead-view", "view", [user("devops-lead")])
+    rbac.add_role_binding("trading", "contractor-edit", "edit", [user("contractor-x")])
+    # A Role that only borrows cluster-admin's name is not the policy's cluster-admin, even for devops-lead.
+    rbac.add_role_binding("trading", "lookalike", "cluster-admin", [user("devops-lead")], role_kind="Role")
+    # A namespaced Role for a policy role limited to namespaces is that role; a workload's own RBAC is not reviewed.
+    rbac.add_role_binding("dev", "dev-team-developer-role", "developer", [group("dev-team")], role_kind="Role")
+    rbac.add_role_binding("trading", "api-reads-config", "config-reader", [service_account("trading", "trading-api")])
+    policy = reviewed()
+    with statements(secure_cluster, [TRADING_TABLES, *POLICY_ROLES], DROP_POLICY_ROLES):
+        findings = access_right_audit(policy, NOW)
+    assert subjects(findings) == {
+        "kubernetes contractor-x holds admin cluster-wide": "critical",
+        "kubernetes system:serviceaccount:ci:deployer holds edit cluster-wide": "critical",
+        "kubernetes devops-lead holds view cluster-wide": "critical",
+        "kubernetes contractor-x holds edit in namespace trading": "warning",
+        "kubernetes devops-lead holds Role cluster-admin in namespace trading": "warning",
+    }
+    contractor = next(f for f in findings if f.subject == "kubernetes contractor-x holds admin cluster-wide")
+    assert contractor.message == (
+        "User contractor-x is bound to admin cluster-wide (ClusterRoleBinding contractor-admin), "
+        "which the policy does not grant"
+    )
+    assert contractor.evidence["role_kind"] == "ClusterRole"
+
+
 def test_access_audit_notes_policy_grants_without_a_binding(secure_cluster, reviewed, rbac):
     rbac.objects["rolebindings"] = [b for b in rbac.objects["rolebindings"] if b["metadata"]["namespace"] != "staging"]
     policy = reviewed()
