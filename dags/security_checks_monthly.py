@@ -11,10 +11,12 @@ findings history (`ops.security_findings`), compares them with its previous run 
 
 ## Tasks
 - `probe_attack_surface` (`penetration_test`): ONLY the hosts in `security.penetration_test.targets`, only on
-  `probe_ports`. Warning: a port open outside the target's `allowed_ports`; TLS below the minimum or no TLS on its
-  PostgreSQL/TLS ports. Critical: PostgreSQL accepting a login with a random password (trust) or with one of
-  `default_credentials`; an Airflow API (`airflow_api_urls`) listing DAGs without credentials. The probe's failed
-  logins show up in the next failed_login_attempts run from the worker's address: that is expected.
+  `probe_ports`. Warning: a port open outside the target's `allowed_ports`; TLS below the minimum on its
+  PostgreSQL/TLS ports. Critical: no TLS at all on them (passwords cross the network in clear text; the same
+  severity as ssl_cert_check gives an endpoint without TLS); PostgreSQL accepting a login with a random password
+  (trust) or with one of `default_credentials`; an Airflow API (`airflow_api_urls`, https verified against
+  `security.tls.ca_file`) listing DAGs without credentials. The probe's failed logins show up in the next
+  failed_login_attempts run from the worker's address: that is expected.
 - `review_security_policy` (`security_policy_review`): PostgreSQL settings (`postgres_settings`: ssl,
   password_encryption = scram-sha-256, log_connections; `ssl` off is critical, others warning) and
   `pg_hba_file_rules` (trust for a host: critical, warning for loopback; cleartext password: warning; md5: info;

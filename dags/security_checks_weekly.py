@@ -16,8 +16,9 @@ database of `security.findings_conn_id`), compares them with its previous run an
 - `check_ssl_certs` (`ssl_cert_check`): each of `security.tls.endpoints` (host, port, `starttls: postgres` for
   PostgreSQL, which negotiates TLS after an SSLRequest). Critical: certificate expired or expiring within
   `critical_days` (7), chain not trusted (`ca_file` or the system store), certificate not naming the host, no TLS
-  offered. Warning: expiring within `warning_days` (30), protocol versions below `min_version` (TLS 1.2)
-  accepted. Subjects: `<host>:<port> certificate expiry|certificate chain|hostname|protocol|tls`.
+  offered (passwords cross the network in clear text; penetration_test rates it the same). Warning: expiring
+  within `warning_days` (30), protocol versions below `min_version` (TLS 1.2) accepted. Subjects:
+  `<host>:<port> certificate expiry|certificate chain|hostname|protocol|tls`.
 - `review_firewall_rules` (`firewall_rule_review`): the host rules printed by `security.firewall.command`
   (`nft -j list ruleset`, or `iptables-save` with `format: iptables-save`; prefix `ssh <host>` to read another
   host) and the NetworkPolicies of the workload's namespace through `kubernetes_default`. Critical: an allow from

@@ -267,9 +267,10 @@ def listener():
     thread.join(timeout=2)
 
 
-def pentest_policy(reviewed, cluster, probe_ports, credentials=None, airflow_api_urls=()):
+def pentest_policy(reviewed, cluster, probe_ports, credentials=None, airflow_api_urls=(), more=None):
     return reviewed(
         {
+            **(more or {}),
             "security.penetration_test.targets": [
                 {"host": "127.0.0.1", "allowed_ports": [cluster.port], "postgres_ports": [cluster.port]}
             ],
@@ -335,6 +336,42 @@ def test_pentest_reports_an_airflow_api_open_without_credentials(secure_cluster,
     assert subjects(findings) == {f"{open_api.url} airflow api without auth": "critical"}
     assert closed_api.paths("GET") == ["/api/v2/dags"]
     assert "Authorization" not in open_api.requests[0].headers
+
+
+def test_pentest_verifies_an_https_airflow_api_against_the_policys_ca(secure_cluster, reviewed):
+    with RecordingHttpServer(tls_dir=secure_cluster.base_dir) as open_api:
+        open_api.route("GET", "/api/v2/dags")(lambda request: (200, {"dags": [], "total_entries": 0}))
+        policy = pentest_policy(reviewed, secure_cluster, [secure_cluster.port], airflow_api_urls=[open_api.url])
+        with pytest.raises(
+            CheckSourceError, match=r"^Cannot reach the Airflow API at https://127\.0\.0\.1:\d+: .*CERTIFICATE"
+        ):
+            penetration_test(policy, NOW)
+        assert open_api.requests == [], "an untrusted server is not asked anything"
+        policy = pentest_policy(
+            reviewed,
+            secure_cluster,
+            [secure_cluster.port],
+            airflow_api_urls=[open_api.url],
+            more={"security.tls.ca_file": str(open_api.ca_file)},
+        )
+        findings = penetration_test(policy, NOW)
+    assert subjects(findings) == {f"{open_api.url} airflow api without auth": "critical"}
+
+
+def test_no_tls_on_a_database_is_critical_in_the_pentest_as_in_ssl_cert_check(pg_cluster, make_policy):
+    port = pg_cluster.port
+    make_policy(
+        {
+            "security.penetration_test.targets": [
+                {"host": "127.0.0.1", "allowed_ports": [port], "postgres_ports": [port]}
+            ],
+            "security.penetration_test.probe_ports": [port],
+            "security.penetration_test.airflow_api_urls": [],
+            "security.tls.endpoints": [{"host": "127.0.0.1", "port": port, "starttls": "postgres"}],
+        }
+    )
+    assert subjects(penetration_test(load_policy(), NOW)) == {f"127.0.0.1:{port} no tls": "critical"}
+    assert subjects(ssl_cert_check(load_policy(), NOW)) == {f"127.0.0.1:{port} tls": "critical"}
 
 
 def test_pentest_fails_when_a_target_cannot_be_seen(make_policy):

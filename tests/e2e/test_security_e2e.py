@@ -58,4 +58,4 @@ def test_daily_and_monthly_checks_ran_on_the_worker(airflow_standalone, kubernet
 
 
 def test_the_running_airflow_api_refuses_requests_without_credentials(airflow_standalone):
-    assert probe_airflow_api(airflow_standalone.url, timeout=10) == []
+    assert probe_airflow_api(airflow_standalone.url, timeout=10, verify=True) == []
