@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.fakes.http_server import RecordingHttpServer
 from tests.fakes.package_index import PackageIndexFake
 from tests.test_dag_integrity import DAGS_DIR
 from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy
@@ -162,3 +163,40 @@ def test_a_check_that_cannot_read_its_source_fails_the_run(
     }
     # The failure is an alert at the DAG's level too, naming the task.
     assert any("security_checks_daily: task scan_vulnerabilities failed" in m["text"] for m in slack.messages())
+
+
+def test_the_local_policy_runs_what_works_here_and_skips_the_rest(
+    dags, airflow_db, fresh_db, pg_cluster, tmp_path, monkeypatch, alert_fakes
+):
+    """`make up`'s policy: the penetration test probes the local cluster and Airflow API; checks needing a real host
+    or Kubernetes are skipped, saying what they need, and the run still succeeds."""
+    from trading_ops.devenv import LOCAL_DISABLED_CHECKS, write_local_policy
+
+    with RecordingHttpServer() as airflow_api:
+        airflow_api.route("GET", "/api/v2/dags")(lambda request: (401, {"detail": "Not authenticated"}))
+        policy = write_local_policy(
+            tmp_path / "ops_policy.yaml",
+            tmp_path,
+            wal_archive_dir=pg_cluster.wal_archive_dir,
+            airflow_url=airflow_api.url,
+            postgres=pg_cluster,
+        )
+        monkeypatch.setenv("TRADING_OPS_POLICY", str(policy))
+        dag = dags["security_checks_monthly"]
+        run = dag.test(logical_date=FIRST_RUN + timedelta(days=10))
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert states == {
+        "probe_attack_surface": "success",
+        "review_security_policy": "skipped",
+        "audit_access_rights": "skipped",
+        "summarize_findings": "success",
+    }
+    summary = summary_xcom(dag.dag_id, run.run_id)
+    assert summary["disabled"] == {
+        name: LOCAL_DISABLED_CHECKS[name] for name in ("security_policy_review", "access_right_audit")
+    }
+    assert [item["subject"] for item in summary["checks"]["penetration_test"]["new"]] == [
+        f"127.0.0.1:{pg_cluster.port} no tls"
+    ]
+    assert airflow_api.paths("GET") == ["/api/v2/dags"]

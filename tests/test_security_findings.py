@@ -265,12 +265,30 @@ def test_summarize_tables_the_checks_and_fails_when_one_did_not_finish(caplog):
         "waived": [],
     }
     caplog.set_level("INFO")
-    result = runner.summarize({"ssl_cert_check": summary, "dependency_updates": summary})
+    result = runner.summarize({"ssl_cert_check": summary, "dependency_updates": summary}, {})
     assert result["totals"] == {"critical": 2, "warning": 4, "info": 6, "new": 2, "resolved": 2, "waived": 0}
     assert "ssl_cert_check" in caplog.text and "new critical ssl_cert_check / s: m" in caplog.text
     with pytest.raises(RuntimeError, match=r"^Security checks firewall_rule_review did not finish"):
-        runner.summarize({"ssl_cert_check": summary, "firewall_rule_review": None})
+        runner.summarize({"ssl_cert_check": summary, "firewall_rule_review": None}, {})
     assert "did not finish: see its task log" in caplog.text
+
+
+def test_a_check_the_policy_disables_is_listed_not_failed(caplog, make_policy):
+    make_policy({"security.disabled_checks": {"firewall_rule_review": "it needs nft run as root"}})
+    with pytest.raises(
+        runner.CheckDisabled,
+        match=r"^firewall_rule_review is disabled by the policy \(security.disabled_checks\): it needs nft run as "
+        r"root\.$",
+    ):
+        runner.run_check("firewall_rule_review", run(1))
+    caplog.set_level("INFO")
+    summary = {"counts": {"critical": 0, "warning": 1, "info": 0}, "new": [], "resolved": [], "waived": []}
+    disabled = {"firewall_rule_review": "it needs nft run as root"}
+    result = runner.summarize({"ssl_cert_check": summary, "firewall_rule_review": None}, disabled)
+    assert result["disabled"] == disabled and list(result["checks"]) == ["ssl_cert_check"]
+    assert "firewall_rule_review     disabled: it needs nft run as root" in caplog.text
+    with pytest.raises(RuntimeError, match=r"^Security checks ssl_cert_check did not finish"):
+        runner.summarize({"ssl_cert_check": None, "firewall_rule_review": None}, disabled)
 
 
 def test_an_unknown_check_name_is_one_sentence():

@@ -24,6 +24,10 @@ from trading_ops.security.findings import SEVERITY_ORDER, CheckReport, Finding, 
 log = logging.getLogger(__name__)
 
 
+class CheckDisabled(Exception):
+    """The policy disables this check here (`security.disabled_checks`); the message says what it needs."""
+
+
 def check_function(name: str) -> Callable[[Policy, datetime], list[Finding]]:
     if name not in CHECKS:
         raise ValueError(f"Unknown security check {name!r}; the checks are {', '.join(CHECKS)}.")
@@ -37,6 +41,10 @@ def run_check(name: str, run: RunInfo) -> CheckReport:
 
     policy = load_policy()
     security = policy.security
+    if name in security.disabled_checks:
+        raise CheckDisabled(
+            f"{name} is disabled by the policy (security.disabled_checks): {security.disabled_checks[name]}."
+        )
     log.info("Running %s for %s / %s as of %s", name, run.dag_id, run.run_id, run.as_of.isoformat())
     findings = check_function(name)(policy, run.as_of)
     today = run.as_of.astimezone(ZoneInfo(policy.timezone)).date()
@@ -112,14 +120,16 @@ def _listed(details: dict[str, str | list[str]]) -> dict[str, str]:
     return {name: "\n".join(value) if isinstance(value, list) else value for name, value in details.items() if value}
 
 
-def summarize(summaries: dict[str, dict | None]) -> dict:
-    """One run's summaries of its checks, as a table in the log and a dict for XCom; a check without a summary
-    (it failed) makes this raise after logging the others."""
+def summarize(summaries: dict[str, dict | None], disabled: dict[str, str]) -> dict:
+    """One run's summaries of its checks, as a table in the log and a dict for XCom. A check without a summary
+    is either disabled by the policy (`disabled`: check -> what it needs) or failed, which makes this raise after
+    logging the others."""
     lines = [f"{'check':<24} {'critical':>8} {'warning':>8} {'info':>6} {'new':>5} {'resolved':>8} {'waived':>6}"]
     totals = dict.fromkeys((*SEVERITY_ORDER, "new", "resolved", "waived"), 0)
     for name, summary in summaries.items():
         if summary is None:
-            lines.append(f"{name:<24} did not finish: see its task log")
+            state = f"disabled: {disabled[name]}" if name in disabled else "did not finish: see its task log"
+            lines.append(f"{name:<24} {state}")
             continue
         row = {
             **summary["counts"],
@@ -137,9 +147,13 @@ def summarize(summaries: dict[str, dict | None]) -> dict:
     for name, summary in summaries.items():
         for item in (summary or {}).get("new", []):
             log.info("new %-8s %s / %s: %s", item["severity"], name, item["subject"], item["message"])
-    missing = [name for name, summary in summaries.items() if summary is None]
+    missing = [name for name, summary in summaries.items() if summary is None and name not in disabled]
     if missing:
         raise RuntimeError(
             f"Security checks {', '.join(missing)} did not finish, so this run's findings are incomplete."
         )
-    return {"totals": totals, "checks": summaries}
+    return {
+        "totals": totals,
+        "checks": {name: summary for name, summary in summaries.items() if summary is not None},
+        "disabled": {name: disabled[name] for name in summaries if name in disabled},
+    }

@@ -32,19 +32,26 @@ def check_task(check: SecurityCheck):
 
     @task(task_id=check.task_id)
     def run_security_check() -> dict:
-        from trading_ops.security.runner import run_check
+        from airflow.sdk.exceptions import AirflowSkipException
 
-        return run_check(check.name, _run_info()).summary()
+        from trading_ops.security.runner import CheckDisabled, run_check
+
+        try:
+            return run_check(check.name, _run_info()).summary()
+        except CheckDisabled as disabled:
+            raise AirflowSkipException(str(disabled)) from None
 
     return run_security_check()
 
 
 @task(task_id="summarize_findings", trigger_rule="all_done")
 def summarize_findings(summaries: dict) -> dict:
-    """Runs after every check, failed ones too, so the log shows what was found; fails the run if a check did."""
+    """Runs after every check, failed or skipped ones too, so the log shows what was found; fails the run if a check
+    failed (a check the policy disables is skipped and listed as disabled)."""
+    from trading_ops.policy import load_policy
     from trading_ops.security.runner import summarize
 
-    return summarize(summaries)
+    return summarize(summaries, load_policy().security.disabled_checks)
 
 
 def security_checks(frequency: Frequency):
