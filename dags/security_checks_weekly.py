@@ -5,6 +5,9 @@ The manual's weekly security checks (section 6): outdated dependencies, TLS cert
 rules. Every check is its own task; each stores its findings in the findings history (`ops.security_findings`,
 database of `security.findings_conn_id`), compares them with its previous run and alerts by severity
 (critical -> P1, warning -> P2, info -> P3) through the alerting layer.
+Alerts carry a link to the check's task. When a severity that alerted has no active findings left (fixed or
+waived), the next run resolves its alert under the same dedup key (`security:<check>:<severity>`), which closes
+the PagerDuty incident of a critical finding.
 
 **Schedule**: Mondays at 04:00 Asia/Seoul (`security.schedules.weekly`).
 
@@ -30,6 +33,8 @@ database of `security.findings_conn_id`), compares them with its previous run an
 
 A check that cannot read its source (index or OSV unreachable, an endpoint that does not answer, the firewall
 command failing, the Kubernetes API unreachable) FAILS: it never reports "no findings" for what it could not see.
+A check the policy disables (`security.disabled_checks`, only on a developer machine: `make up` disables what
+it lacks) is skipped with the sentence saying what it needs, and the summary lists it as disabled.
 
 ## Waiving a finding (accepted risk)
 Add the check and subject (from the summary or the task log) to `security.waivers` in
