@@ -5,6 +5,9 @@ The manual's daily security checks (section 6): known vulnerabilities in what is
 logs of the last day, and failed logins. Every check is its own task; each stores its findings in the findings
 history (`ops.security_findings`, database of `security.findings_conn_id`), compares them with its previous run
 and alerts by severity (critical -> P1, warning -> P2, info -> P3) through the alerting layer.
+Alerts carry a link to the check's task. When a severity that alerted has no active findings left (fixed or
+waived), the next run resolves its alert under the same dedup key (`security:<check>:<severity>`), which closes
+the PagerDuty incident of a critical finding.
 
 **Schedule**: every day at 02:00 Asia/Seoul (`security.schedules.daily`). Manual runs review the day before the
 moment they are triggered.
@@ -28,6 +31,8 @@ moment they are triggered.
 
 A check that cannot read its source (OSV or a log file unreachable, pip-audit skipping a package) FAILS: it
 never reports "no findings" for something it could not look at.
+A check the policy disables (`security.disabled_checks`, only on a developer machine: `make up` disables what
+it lacks) is skipped with the sentence saying what it needs, and the summary lists it as disabled.
 
 ## Waiving a finding (accepted risk)
 Copy the check and subject from the summary or the task log into `security.waivers` in
@@ -57,7 +62,7 @@ Nothing is changed on any system: the checks only read. Deleting `ops.security_c
 its next run report everything as new.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
 
@@ -66,9 +71,8 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
-    dag_id="security_checks_daily",
     schedule=cron("0 2 * * *"),
-    start_date=datetime(2026, 1, 1),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -76,7 +80,7 @@ from trading_ops.security.tasks import security_checks
     doc_md=__doc__,
 )
 def security_checks_daily():
-    security_checks("vulnerability_scan", "auth_log_review", "failed_login_attempts")
+    security_checks("daily")
 
 
 security_checks_daily()

@@ -6,15 +6,20 @@ of the security settings of PostgreSQL, sshd and Airflow, and an audit of access
 Kubernetes against the access-control policy. Every check is its own task; each stores its findings in the
 findings history (`ops.security_findings`), compares them with its previous run and alerts by severity
 (critical -> P1, warning -> P2, info -> P3) through the alerting layer.
+Alerts carry a link to the check's task. When a severity that alerted has no active findings left (fixed or
+waived), the next run resolves its alert under the same dedup key (`security:<check>:<severity>`), which closes
+the PagerDuty incident of a critical finding.
 
 **Schedule**: the 1st of every month at 05:00 Asia/Seoul (`security.schedules.monthly`).
 
 ## Tasks
 - `probe_attack_surface` (`penetration_test`): ONLY the hosts in `security.penetration_test.targets`, only on
-  `probe_ports`. Warning: a port open outside the target's `allowed_ports`; TLS below the minimum or no TLS on its
-  PostgreSQL/TLS ports. Critical: PostgreSQL accepting a login with a random password (trust) or with one of
-  `default_credentials`; an Airflow API (`airflow_api_urls`) listing DAGs without credentials. The probe's failed
-  logins show up in the next failed_login_attempts run from the worker's address: that is expected.
+  `probe_ports`. Warning: a port open outside the target's `allowed_ports`; TLS below the minimum on its
+  PostgreSQL/TLS ports. Critical: no TLS at all on them (passwords cross the network in clear text; the same
+  severity as ssl_cert_check gives an endpoint without TLS); PostgreSQL accepting a login with a random password
+  (trust) or with one of `default_credentials`; an Airflow API (`airflow_api_urls`, https verified against
+  `security.tls.ca_file`) listing DAGs without credentials. The probe's failed logins show up in the next
+  failed_login_attempts run from the worker's address: that is expected.
 - `review_security_policy` (`security_policy_review`): PostgreSQL settings (`postgres_settings`: ssl,
   password_encryption = scram-sha-256, log_connections; `ssl` off is critical, others warning) and
   `pg_hba_file_rules` (trust for a host: critical, warning for loopback; cleartext password: warning; md5: info;
@@ -27,14 +32,19 @@ findings history (`ops.security_findings`), compares them with its previous run 
   BYPASSRLS, unlisted memberships, table privileges outside `table_privileges`: warning; membership in a
   superuser or pg_*_server_* role and writes granted to PUBLIC: critical), and Kubernetes ClusterRoleBindings and
   RoleBindings through `kubernetes_default` against `access_control.kubernetes` (cluster-admin only for
-  devops-lead; developer for dev-team only in dev and staging): a policy role held by another subject or outside
-  its namespaces is critical cluster-wide and a warning in a namespace; a policy user with a role the policy does
-  not give is a warning; a policy grant without a binding is info.
+  devops-lead; developer for dev-team only in dev and staging): every binding the policy does not grant is
+  critical cluster-wide and a warning in a namespace (a policy role held by another subject or outside its
+  namespaces; any other role bound cluster-wide to anyone, or in a namespace to a user or group). The policy's
+  roles are ClusterRoles: a namespaced Role named `cluster-admin` is not the policy's cluster-admin. A namespaced
+  binding of another role to a service account is the workload's own RBAC and is not reviewed; a policy grant
+  without a binding is info.
 - `summarize_findings`: a table of every check's counts in the log and in XCom; it runs even when a check failed
   and then fails the run, naming the check.
 
 A check that cannot reach its source (a target down or unresolvable, the database, the sshd command, the
 Kubernetes API) FAILS: it never reports "no findings" for what it could not see.
+A check the policy disables (`security.disabled_checks`, only on a developer machine: `make up` disables what
+it lacks) is skipped with the sentence saying what it needs, and the summary lists it as disabled.
 
 ## Waiving a finding (accepted risk)
 Add the check and subject (from the summary or the task log) to `security.waivers` in
@@ -62,7 +72,7 @@ sre-dba (security findings are triaged with the security officer).
 Nothing is changed on any system by these checks.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
 
@@ -71,9 +81,8 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
-    dag_id="security_checks_monthly",
     schedule=cron("0 5 1 * *"),
-    start_date=datetime(2026, 1, 1),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -81,7 +90,7 @@ from trading_ops.security.tasks import security_checks
     doc_md=__doc__,
 )
 def security_checks_monthly():
-    security_checks("penetration_test", "security_policy_review", "access_right_audit")
+    security_checks("monthly")
 
 
 security_checks_monthly()

@@ -5,6 +5,9 @@ The manual's weekly security checks (section 6): outdated dependencies, TLS cert
 rules. Every check is its own task; each stores its findings in the findings history (`ops.security_findings`,
 database of `security.findings_conn_id`), compares them with its previous run and alerts by severity
 (critical -> P1, warning -> P2, info -> P3) through the alerting layer.
+Alerts carry a link to the check's task. When a severity that alerted has no active findings left (fixed or
+waived), the next run resolves its alert under the same dedup key (`security:<check>:<severity>`), which closes
+the PagerDuty incident of a critical finding.
 
 **Schedule**: Mondays at 04:00 Asia/Seoul (`security.schedules.weekly`).
 
@@ -16,8 +19,9 @@ database of `security.findings_conn_id`), compares them with its previous run an
 - `check_ssl_certs` (`ssl_cert_check`): each of `security.tls.endpoints` (host, port, `starttls: postgres` for
   PostgreSQL, which negotiates TLS after an SSLRequest). Critical: certificate expired or expiring within
   `critical_days` (7), chain not trusted (`ca_file` or the system store), certificate not naming the host, no TLS
-  offered. Warning: expiring within `warning_days` (30), protocol versions below `min_version` (TLS 1.2)
-  accepted. Subjects: `<host>:<port> certificate expiry|certificate chain|hostname|protocol|tls`.
+  offered (passwords cross the network in clear text; penetration_test rates it the same). Warning: expiring
+  within `warning_days` (30), protocol versions below `min_version` (TLS 1.2) accepted. Subjects:
+  `<host>:<port> certificate expiry|certificate chain|hostname|protocol|tls`.
 - `review_firewall_rules` (`firewall_rule_review`): the host rules printed by `security.firewall.command`
   (`nft -j list ruleset`, or `iptables-save` with `format: iptables-save`; prefix `ssh <host>` to read another
   host) and the NetworkPolicies of the workload's namespace through `kubernetes_default`. Critical: an allow from
@@ -29,6 +33,8 @@ database of `security.findings_conn_id`), compares them with its previous run an
 
 A check that cannot read its source (index or OSV unreachable, an endpoint that does not answer, the firewall
 command failing, the Kubernetes API unreachable) FAILS: it never reports "no findings" for what it could not see.
+A check the policy disables (`security.disabled_checks`, only on a developer machine: `make up` disables what
+it lacks) is skipped with the sentence saying what it needs, and the summary lists it as disabled.
 
 ## Waiving a finding (accepted risk)
 Add the check and subject (from the summary or the task log) to `security.waivers` in
@@ -57,7 +63,7 @@ sre-dba (security findings are triaged with the security officer).
 The checks only read; nothing is changed on any system.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
 
@@ -66,9 +72,8 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
-    dag_id="security_checks_weekly",
     schedule=cron("0 4 * * 1"),
-    start_date=datetime(2026, 1, 1),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -76,7 +81,7 @@ from trading_ops.security.tasks import security_checks
     doc_md=__doc__,
 )
 def security_checks_weekly():
-    security_checks("dependency_updates", "ssl_cert_check", "firewall_rule_review")
+    security_checks("weekly")
 
 
 security_checks_weekly()

@@ -177,3 +177,42 @@ def test_the_real_postgres_log_shows_logins_and_failures(pg_cluster, make_policy
     finally:
         with psycopg.connect(pg_cluster.conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize(
+    ("authentication_methods", "login_methods", "two_factor"),
+    [
+        ("publickey,keyboard-interactive:pam", ("publickey", "keyboard-interactive/pam"), True),
+        ("keyboard-interactive,publickey", ("keyboard-interactive", "publickey"), True),
+        ("publickey", ("publickey",), False),
+        ("password,keyboard-interactive:pam", ("password", "keyboard-interactive/pam"), False),
+        ("publickey,password", ("publickey", "password"), False),
+    ],
+)
+def test_the_sshd_review_and_the_log_review_agree_on_public_key_plus_second_factor(
+    tmp_path, make_policy, authentication_methods, login_methods, two_factor
+):
+    """One rule, two notations: sshd's AuthenticationMethods (`method:submethod`) and its log (`method/submethod`)."""
+    from trading_ops.security.policy_review import review_sshd
+
+    steps = [("Partial", method) for method in login_methods[:-1]] + [("Accepted", login_methods[-1])]
+    (tmp_path / "auth.log").write_text(
+        "".join(
+            f"2026-11-01T10:00:0{n}+09:00 db1 sshd[4242]: {result} {method} for devops-lead from 10.20.0.5 port 51514 "
+            "ssh2\n"
+            for n, (result, method) in enumerate(steps)
+        )
+    )
+    make_policy(
+        {
+            "security.auth_logs.ssh_paths": [str(tmp_path / "auth.log")],
+            "security.auth_logs.postgres_paths": [str(DATA / "postgresql.log")],
+        }
+    )
+    policy = load_policy()
+    config = f"PasswordAuthentication no\nPermitRootLogin no\nAuthenticationMethods {authentication_methods}\n"
+    config_weak = "sshd AuthenticationMethods" in {f.subject for f in review_sshd(config, policy)}
+    login_weak = "ssh login without public key + 2FA: devops-lead from 10.20.0.5" in by_subject(
+        auth_log_review(policy, AS_OF)
+    )
+    assert (config_weak, login_weak) == (not two_factor, not two_factor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,55 @@ def _policy():
     from trading_ops.policy import load_policy
 
     return load_policy()
+
+
+# The apache-airflow distribution installs Airflow as these two.
+_PART_OF = {"apache-airflow-core": "apache-airflow", "apache-airflow-task-sdk": "apache-airflow"}
+
+
+def _distribution_of(module: str, packages: dict[str, list[str]]) -> str | None:
+    """The installed distribution whose files hold `module` (`packages`: importlib's packages_distributions());
+    None for the standard library and the project."""
+    import importlib.util
+    import sys
+    from importlib.metadata import distribution
+
+    from packaging.utils import canonicalize_name
+
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or top == "trading_ops":
+        return None
+    origin = Path(importlib.util.find_spec(module).origin).resolve()
+    for name in packages[top]:
+        dist = distribution(name)
+        base = Path(dist.locate_file("")).resolve()
+        if origin.is_relative_to(base) and origin.relative_to(base).as_posix() in {str(f) for f in dist.files or []}:
+            return _PART_OF.get(canonicalize_name(name), canonicalize_name(name))
+    raise AssertionError(f"{module} is imported but belongs to no installed distribution")
+
+
+def test_every_library_the_checks_import_is_named_in_requirements_in():
+    """The lock is regenerated from requirements.in: a library imported directly must be asked for there."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = Path(__file__).resolve().parents[1]
+    named = {
+        canonicalize_name(Requirement(line).name)
+        for line in (root / "requirements.in").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    imported = set()
+    for source in (root / "plugins" / "trading_ops" / "security").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
+                imported.add(node.module)
+    packages = packages_distributions()
+    distributions = {module: _distribution_of(module, packages) for module in sorted(imported)}
+    missing = {module: dist for module, dist in distributions.items() if dist and dist not in named}
+    assert missing == {}

@@ -19,8 +19,12 @@ def finding(subject: str, severity: str = "warning", message: str = "", check: s
     return Finding(check, severity, subject, message or f"{subject} is wrong", {"detail": subject})
 
 
+def run_info(dag_id: str, run_id: str, as_of: datetime) -> RunInfo:
+    return RunInfo(dag_id, run_id, as_of, f"http://127.0.0.1:8080/dags/{dag_id}/runs/{run_id}/tasks/check")
+
+
 def run(number: int, days: int = 0) -> RunInfo:
-    return RunInfo("security_checks_weekly", f"scheduled__run{number}", T0 + timedelta(days=days))
+    return run_info("security_checks_weekly", f"scheduled__run{number}", T0 + timedelta(days=days))
 
 
 @pytest.fixture
@@ -127,64 +131,129 @@ def test_the_latest_of_several_matching_waivers_wins():
     assert match_waiver(Finding("c", "info", "other", "m"), [old, new], date(2026, 6, 1)) == (None, None)
 
 
+# 02:00 on 2 November in Seoul: the daily window holds the sample logs' failures.
+DAILY_AS_OF = datetime(2026, 11, 2, 2, 0, tzinfo=UTC) - timedelta(hours=9)
+CRITICAL_KEY = "security:failed_login_attempts:critical"
+WARNING_KEY = "security:failed_login_attempts:warning"
+
+
 @pytest.fixture
-def sent_alerts(monkeypatch):
-    """The alerts handed to the alerting layer's send_alert (its delivery is the Alerting issue's)."""
-    alerts = []
-    monkeypatch.setattr(runner, "send_alert", alerts.append)
-    return alerts
-
-
-def test_run_check_records_alerts_by_severity_and_reports_changes(fresh_db, make_policy, sent_alerts):
-    make_policy(
+def failed_logins_policy(fresh_db, make_policy):
+    """The sample logs, and a waiver for the postgres brute force; `waive(subject)` adds one more waiver."""
+    waivers = [
         {
-            "security.auth_logs.ssh_paths": [str(DATA / "auth.log")],
-            "security.auth_logs.postgres_paths": [str(DATA / "postgresql.log")],
-            "security.waivers": [
-                {
-                    "check": "failed_login_attempts",
-                    "subject": "postgresql brute force from 203.0.113.9",
-                    "reason": "scanner of the yearly external audit (SEC-12)",
-                    "expires": "2026-11-15",
-                }
-            ],
+            "check": "failed_login_attempts",
+            "subject": "postgresql brute force from 203.0.113.9",
+            "reason": "scanner of the yearly external audit (SEC-12)",
+            "expires": "2026-11-15",
         }
-    )
-    as_of = datetime(2026, 11, 2, 2, 0, tzinfo=UTC) - timedelta(hours=9)  # 02:00 in Seoul
-    report = runner.run_check("failed_login_attempts", RunInfo("security_checks_daily", "run-1", as_of))
+    ]
+
+    def use(*more_waived: str):
+        make_policy(
+            {
+                "security.auth_logs.ssh_paths": [str(DATA / "auth.log")],
+                "security.auth_logs.postgres_paths": [str(DATA / "postgresql.log")],
+                "security.waivers": waivers
+                + [
+                    {"check": "failed_login_attempts", "subject": subject, "reason": "SEC-13", "expires": "2026-12-01"}
+                    for subject in more_waived
+                ],
+            }
+        )
+
+    use()
+    return use
+
+
+def daily_check(number: int, as_of: datetime):
+    return runner.run_check("failed_login_attempts", run_info("security_checks_daily", f"run-{number}", as_of))
+
+
+def slack_by_channel(slack) -> dict[str, list[str]]:
+    texts: dict[str, list[str]] = {}
+    for message in slack.messages():
+        texts.setdefault(message["channel"], []).append(message["text"])
+    return texts
+
+
+def test_findings_alert_by_severity_until_they_clear_then_resolve_their_incident(failed_logins_policy, alert_fakes):
+    slack, pagerduty = alert_fakes
+    report = daily_check(1, DAILY_AS_OF)
     summary = report.summary()
     assert summary["counts"] == {"critical": 1, "warning": 2, "info": 0}, summary
     assert [item["subject"] for item in summary["waived"]] == ["postgresql brute force from 203.0.113.9"]
 
-    severities = {alert.severity: alert for alert in sent_alerts}
-    assert set(severities) == {"critical", "warning"}
-    critical = severities["critical"]
-    assert critical.source == "security_checks_daily.failed_login_attempts"
-    assert critical.level == "P1" and critical.dedup_key == "security:failed_login_attempts:critical"
-    assert critical.details["new"] == ["ssh brute force from 203.0.113.7"]
-    assert sorted(severities["warning"].details["new"]) == [
-        "ssh failures for user root",
-        "ssh failures from 203.0.113.7",
-    ]
+    channels = slack_by_channel(slack)
+    assert set(channels) == {"#alerts-critical", "#alerts-warning"}
+    (critical,) = channels["#alerts-critical"]
+    assert critical.startswith(
+        ":rotating_light: *P1 critical* (complete service outage) · failed_login_attempts: 1 critical finding(s), 1 new"
+    )
+    assert "*Source:* security_checks_daily.failed_login_attempts" in critical
+    assert "*new:* ssh brute force from 203.0.113.7\n" in critical
+    assert f"*Airflow run:* <{report.run.run_url}>" in critical
+    (warning,) = channels["#alerts-warning"]
+    assert "*new:*\n```\nssh failures for user root\nssh failures from 203.0.113.7\n```" in warning
+    assert "['" not in critical + warning, "lists are written as lines, not Python reprs"
+    (trigger,) = pagerduty.events()
+    assert (trigger["event_action"], trigger["dedup_key"]) == ("trigger", CRITICAL_KEY)
+    assert trigger["links"] == [{"href": report.run.run_url, "text": "Airflow run"}]
+    assert pagerduty.incidents == {CRITICAL_KEY: "triggered"}
 
     # Two hours later the window still holds the same failures: they persist, and alert again until fixed.
-    sent_alerts.clear()
-    next_day = runner.run_check(
-        "failed_login_attempts", RunInfo("security_checks_daily", "run-2", as_of + timedelta(hours=2))
-    )
-    assert all(item.status == "persisting" for item in next_day.findings)
-    assert {alert.severity for alert in sent_alerts} == {"critical", "warning"}
-    assert all(alert.details["new"] == [] for alert in sent_alerts)
+    slack.reset()
+    pagerduty.reset()
+    persisting = daily_check(2, DAILY_AS_OF + timedelta(hours=2))
+    assert all(item.status == "persisting" for item in persisting.findings)
+    assert {channel: len(texts) for channel, texts in slack_by_channel(slack).items()} == {
+        "#alerts-critical": 1,
+        "#alerts-warning": 1,
+    }
+    assert [(event["event_action"], event["dedup_key"]) for event in pagerduty.events()] == [("trigger", CRITICAL_KEY)]
 
-    # A day later the window holds no failures: everything is resolved and announced once.
-    sent_alerts.clear()
-    later = runner.run_check(
-        "failed_login_attempts", RunInfo("security_checks_daily", "run-3", as_of + timedelta(days=2))
-    )
-    assert later.findings == [] and len(later.resolved) == len(next_day.findings)
-    assert [(alert.severity, alert.summary) for alert in sent_alerts] == [
-        ("info", f"failed_login_attempts: {len(later.resolved)} finding(s) resolved")
+    # Two days later the window holds no failures: each severity's alert is resolved under its own dedup key.
+    slack.reset()
+    cleared = daily_check(3, DAILY_AS_OF + timedelta(days=2))
+    assert cleared.findings == [] and len(cleared.resolved) == len(persisting.findings)
+    assert [(event["event_action"], event["dedup_key"]) for event in pagerduty.events()] == [
+        ("trigger", CRITICAL_KEY),
+        ("resolve", CRITICAL_KEY),
     ]
+    assert pagerduty.incidents == {CRITICAL_KEY: "resolved"}
+    resolve = pagerduty.events()[-1]
+    assert resolve["links"] == [{"href": cleared.run.run_url, "text": "Airflow run"}]
+    channels = slack_by_channel(slack)
+    assert set(channels) == {"#alerts-critical", "#alerts-warning"}
+    assert channels["#alerts-critical"][0].startswith(
+        ":white_check_mark: *RESOLVED P1 critical* · failed_login_attempts: no critical findings left"
+    )
+    assert f"_dedup key: {WARNING_KEY}_" in channels["#alerts-warning"][0]
+
+    # Nothing was open any more: a clean run after a clean run resolves nothing again.
+    slack.reset()
+    pagerduty.reset()
+    daily_check(4, DAILY_AS_OF + timedelta(days=3))
+    assert slack.requests == [] and pagerduty.requests == []
+
+
+def test_waiving_the_last_critical_finding_resolves_its_incident(failed_logins_policy, alert_fakes):
+    slack, pagerduty = alert_fakes
+    daily_check(1, DAILY_AS_OF)
+    assert pagerduty.incidents == {CRITICAL_KEY: "triggered"}
+
+    failed_logins_policy("ssh brute force from 203.0.113.7")
+    waived = daily_check(2, DAILY_AS_OF + timedelta(hours=2))
+    assert waived.summary()["counts"] == {"critical": 0, "warning": 2, "info": 0}
+    assert [(event["event_action"], event["dedup_key"]) for event in pagerduty.events()] == [
+        ("trigger", CRITICAL_KEY),
+        ("resolve", CRITICAL_KEY),
+    ]
+    assert pagerduty.incidents == {CRITICAL_KEY: "resolved"}
+    assert pagerduty.events()[-1]["payload"]["custom_details"]["waived"] == (
+        "postgresql brute force from 203.0.113.9\nssh brute force from 203.0.113.7"
+    )
+    assert slack_by_channel(slack)["#alerts-warning"][-1].startswith(":warning: *P2 major*"), "warnings still alert"
 
 
 def test_summarize_tables_the_checks_and_fails_when_one_did_not_finish(caplog):
@@ -196,12 +265,30 @@ def test_summarize_tables_the_checks_and_fails_when_one_did_not_finish(caplog):
         "waived": [],
     }
     caplog.set_level("INFO")
-    result = runner.summarize({"ssl_cert_check": summary, "dependency_updates": summary})
+    result = runner.summarize({"ssl_cert_check": summary, "dependency_updates": summary}, {})
     assert result["totals"] == {"critical": 2, "warning": 4, "info": 6, "new": 2, "resolved": 2, "waived": 0}
     assert "ssl_cert_check" in caplog.text and "new critical ssl_cert_check / s: m" in caplog.text
     with pytest.raises(RuntimeError, match=r"^Security checks firewall_rule_review did not finish"):
-        runner.summarize({"ssl_cert_check": summary, "firewall_rule_review": None})
+        runner.summarize({"ssl_cert_check": summary, "firewall_rule_review": None}, {})
     assert "did not finish: see its task log" in caplog.text
+
+
+def test_a_check_the_policy_disables_is_listed_not_failed(caplog, make_policy):
+    make_policy({"security.disabled_checks": {"firewall_rule_review": "it needs nft run as root"}})
+    with pytest.raises(
+        runner.CheckDisabled,
+        match=r"^firewall_rule_review is disabled by the policy \(security.disabled_checks\): it needs nft run as "
+        r"root\.$",
+    ):
+        runner.run_check("firewall_rule_review", run(1))
+    caplog.set_level("INFO")
+    summary = {"counts": {"critical": 0, "warning": 1, "info": 0}, "new": [], "resolved": [], "waived": []}
+    disabled = {"firewall_rule_review": "it needs nft run as root"}
+    result = runner.summarize({"ssl_cert_check": summary, "firewall_rule_review": None}, disabled)
+    assert result["disabled"] == disabled and list(result["checks"]) == ["ssl_cert_check"]
+    assert "firewall_rule_review     disabled: it needs nft run as root" in caplog.text
+    with pytest.raises(RuntimeError, match=r"^Security checks ssl_cert_check did not finish"):
+        runner.summarize({"ssl_cert_check": None, "firewall_rule_review": None}, disabled)
 
 
 def test_an_unknown_check_name_is_one_sentence():

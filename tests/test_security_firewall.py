@@ -153,16 +153,3 @@ def test_real_nft_output_in_a_private_network_namespace(kubernetes, review):
     live = review(["unshare", "-n", "sh", "-c", f"nft -f {ruleset} && nft -j list ruleset"])
     recorded = review(["cat", str(DATA / "nft-drifted.json")])
     assert {s: f.severity for s, f in live.items()} == {s: f.severity for s, f in recorded.items()}
-
-
-def test_the_kubernetes_fake_serves_pods_by_label_to_the_real_client(kubernetes):
-    """The fake's collections are what other checks and DAGs extend (pods for the restore's status check)."""
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-    for name, app in (("trading-api-7d9f-abcde", "trading-api"), ("grafana-0", "grafana")):
-        kubernetes.add("pods", {"metadata": {"name": name, "namespace": "trading", "labels": {"app": app}}})
-    pods = KubernetesHook(conn_id="kubernetes_default").core_v1_client.list_namespaced_pod(
-        "trading", label_selector="app=trading-api"
-    )
-    assert [pod.metadata.name for pod in pods.items] == ["trading-api-7d9f-abcde"]
-    assert kubernetes.requests[-1].query == {"labelSelector": ["app=trading-api"]}

@@ -25,7 +25,7 @@ def test_shipped_security_policy():
     assert security.ssh_second_factor_methods == ["keyboard-interactive"]
     assert security.requirement_files == ["requirements.txt"]
     assert (security.findings_conn_id, security.findings_schema) == ("trading_db", "ops")
-    assert security.waivers == []
+    assert security.waivers == [] and security.disabled_checks == {}
     assert all(target.host != "127.0.0.1" for target in security.penetration_test.targets)
 
 
@@ -58,6 +58,14 @@ def test_a_waiver_reads_its_expiry_as_a_date(shipped):
             "security.failed_logins.per_user: critical must not be below warning",
         ),
         (lambda s: s["firewall"].update(format="pf"), "security.firewall.format"),
+        (
+            lambda s: s.update(disabled_checks={"port_scan": "no scanner here"}),
+            "security: disabled_checks names port_scan, which is not one of the checks",
+        ),
+        (
+            lambda s: s.update(disabled_checks={"ssl_cert_check": ""}),
+            "security.disabled_checks.ssl_cert_check: String should have at least 1 character",
+        ),
     ],
 )
 def test_security_policy_mistakes_are_one_sentence(shipped, change, message):

@@ -267,9 +267,10 @@ def listener():
     thread.join(timeout=2)
 
 
-def pentest_policy(reviewed, cluster, probe_ports, credentials=None, airflow_api_urls=()):
+def pentest_policy(reviewed, cluster, probe_ports, credentials=None, airflow_api_urls=(), more=None):
     return reviewed(
         {
+            **(more or {}),
             "security.penetration_test.targets": [
                 {"host": "127.0.0.1", "allowed_ports": [cluster.port], "postgres_ports": [cluster.port]}
             ],
@@ -335,6 +336,42 @@ def test_pentest_reports_an_airflow_api_open_without_credentials(secure_cluster,
     assert subjects(findings) == {f"{open_api.url} airflow api without auth": "critical"}
     assert closed_api.paths("GET") == ["/api/v2/dags"]
     assert "Authorization" not in open_api.requests[0].headers
+
+
+def test_pentest_verifies_an_https_airflow_api_against_the_policys_ca(secure_cluster, reviewed):
+    with RecordingHttpServer(tls_dir=secure_cluster.base_dir) as open_api:
+        open_api.route("GET", "/api/v2/dags")(lambda request: (200, {"dags": [], "total_entries": 0}))
+        policy = pentest_policy(reviewed, secure_cluster, [secure_cluster.port], airflow_api_urls=[open_api.url])
+        with pytest.raises(
+            CheckSourceError, match=r"^Cannot reach the Airflow API at https://127\.0\.0\.1:\d+: .*CERTIFICATE"
+        ):
+            penetration_test(policy, NOW)
+        assert open_api.requests == [], "an untrusted server is not asked anything"
+        policy = pentest_policy(
+            reviewed,
+            secure_cluster,
+            [secure_cluster.port],
+            airflow_api_urls=[open_api.url],
+            more={"security.tls.ca_file": str(open_api.ca_file)},
+        )
+        findings = penetration_test(policy, NOW)
+    assert subjects(findings) == {f"{open_api.url} airflow api without auth": "critical"}
+
+
+def test_no_tls_on_a_database_is_critical_in_the_pentest_as_in_ssl_cert_check(pg_cluster, make_policy):
+    port = pg_cluster.port
+    make_policy(
+        {
+            "security.penetration_test.targets": [
+                {"host": "127.0.0.1", "allowed_ports": [port], "postgres_ports": [port]}
+            ],
+            "security.penetration_test.probe_ports": [port],
+            "security.penetration_test.airflow_api_urls": [],
+            "security.tls.endpoints": [{"host": "127.0.0.1", "port": port, "starttls": "postgres"}],
+        }
+    )
+    assert subjects(penetration_test(load_policy(), NOW)) == {f"127.0.0.1:{port} no tls": "critical"}
+    assert subjects(ssl_cert_check(load_policy(), NOW)) == {f"127.0.0.1:{port} tls": "critical"}
 
 
 def test_pentest_fails_when_a_target_cannot_be_seen(make_policy):
@@ -460,6 +497,35 @@ def test_access_audit_reports_roles_grants_and_bindings_beyond_the_policy(secure
     }
     grant = next(f for f in findings if f.subject == "postgresql grant INSERT to trading_readonly")
     assert grant.evidence["tables"] == ["public.orders"]
+
+
+def test_access_audit_reports_any_binding_outside_the_policy_and_reads_the_role_kind(secure_cluster, reviewed, rbac):
+    # Roles the policy does not name, bound to subjects it does not know.
+    rbac.add_cluster_role_binding("contractor-admin", "admin", [user("contractor-x")])
+    rbac.add_cluster_role_binding("ci-edit", "edit", [service_account("ci", "deployer")])
+    rbac.add_cluster_role_binding("devops-lead-view", "view", [user("devops-lead")])
+    rbac.add_role_binding("trading", "contractor-edit", "edit", [user("contractor-x")])
+    # A Role that only borrows cluster-admin's name is not the policy's cluster-admin, even for devops-lead.
+    rbac.add_role_binding("trading", "lookalike", "cluster-admin", [user("devops-lead")], role_kind="Role")
+    # A namespaced Role for a policy role limited to namespaces is that role; a workload's own RBAC is not reviewed.
+    rbac.add_role_binding("dev", "dev-team-developer-role", "developer", [group("dev-team")], role_kind="Role")
+    rbac.add_role_binding("trading", "api-reads-config", "config-reader", [service_account("trading", "trading-api")])
+    policy = reviewed()
+    with statements(secure_cluster, [TRADING_TABLES, *POLICY_ROLES], DROP_POLICY_ROLES):
+        findings = access_right_audit(policy, NOW)
+    assert subjects(findings) == {
+        "kubernetes contractor-x holds admin cluster-wide": "critical",
+        "kubernetes system:serviceaccount:ci:deployer holds edit cluster-wide": "critical",
+        "kubernetes devops-lead holds view cluster-wide": "critical",
+        "kubernetes contractor-x holds edit in namespace trading": "warning",
+        "kubernetes devops-lead holds Role cluster-admin in namespace trading": "warning",
+    }
+    contractor = next(f for f in findings if f.subject == "kubernetes contractor-x holds admin cluster-wide")
+    assert contractor.message == (
+        "User contractor-x is bound to admin cluster-wide (ClusterRoleBinding contractor-admin), "
+        "which the policy does not grant"
+    )
+    assert contractor.evidence["role_kind"] == "ClusterRole"
 
 
 def test_access_audit_notes_policy_grants_without_a_binding(secure_cluster, reviewed, rbac):

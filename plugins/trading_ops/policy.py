@@ -463,6 +463,10 @@ class Security(Strict):
     # The PostgreSQL server whose settings, pg_hba rules, roles and grants are reviewed.
     postgres_conn_id: str
     waivers: list[Waiver] = []
+    # Checks that cannot work where this policy is used (a developer machine has no sshd log, no Kubernetes):
+    # check -> what it needs. Their tasks are skipped with that sentence and the run summary lists them; never set
+    # in production, where a check that cannot read its source must fail.
+    disabled_checks: dict[str, Annotated[str, Field(min_length=1)]] = {}
     # Pinned requirement files (relative to the project root) audited and compared with the package index.
     requirement_files: list[str] = Field(min_length=1)
     # sshd authentication methods that count as the manual's second factor (2fa), next to publickey.
@@ -476,6 +480,13 @@ class Security(Strict):
     penetration_test: PenetrationTest
     policy_review: PolicyReview
     access_audit: AccessAudit
+
+    @model_validator(mode="after")
+    def _disabled_checks_exist(self) -> Security:
+        unknown = set(self.disabled_checks) - {*self.checks.daily, *self.checks.weekly, *self.checks.monthly}
+        if unknown:
+            raise ValueError(f"disabled_checks names {', '.join(sorted(unknown))}, which is not one of the checks")
+        return self
 
 
 class CacheEntry(Strict):

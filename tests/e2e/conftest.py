@@ -79,7 +79,7 @@ def e2e_service_env(
     pg_cluster, slack_fake, pagerduty_fake, package_index, kubernetes_api, audit_log_identity
 ) -> dict[str, str]:
     """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service.
-    TRADING_OPS_POLICY here overrides the test policy for the e2e Airflow."""
+    TRADING_OPS_POLICY here is the e2e Airflow's policy (the only place it is set)."""
     kubeconfig = kubernetes_api.write_kubeconfig(RUN_DIR / "e2e-kubeconfig", namespace="trading")
     return {
         "AIRFLOW_CONN_SLACK_ALERTS": slack_fake.connection_json(),
@@ -100,11 +100,8 @@ def airflow_standalone(pg_cluster, e2e_service_env):
     airflow = AirflowStandalone(
         home=RUN_DIR / "e2e-airflow-home",
         metadata_db_uri=pg_cluster.uri("airflow_e2e", scheme="postgresql+psycopg"),
-        extra_env={
-            "TRADING_OPS_POLICY": str(TEST_POLICY),
-            "AIRFLOW_CONN_TRADING_DB": pg_cluster.uri("trading_db"),
-            **e2e_service_env,
-        },
+        # e2e_service_env carries TRADING_OPS_POLICY: the test policy with the security checks pointed at this machine.
+        extra_env={"AIRFLOW_CONN_TRADING_DB": pg_cluster.uri("trading_db"), **e2e_service_env},
     )
     log_file = RUN_DIR / "e2e-airflow.log"
     try:

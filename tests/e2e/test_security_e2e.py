@@ -34,6 +34,19 @@ def summary_of(airflow, dag_id: str) -> dict:
     return entry["value"]
 
 
+def alerts_of(slack_fake, dag_id: str) -> dict[str, list[str]]:
+    """Channel -> texts of the Slack alerts raised by the checks of `dag_id`."""
+    channels: dict[str, list[str]] = {}
+    for message in slack_fake.messages():
+        if f"*Source:* {dag_id}." in message["text"]:
+            channels.setdefault(message["channel"], []).append(message["text"])
+    return channels
+
+
+def pagerduty_triggers(pagerduty_fake) -> dict[str, dict]:
+    return {event["dedup_key"]: event for event in pagerduty_fake.events() if event["event_action"] == "trigger"}
+
+
 def test_weekly_checks_asked_the_fakes_and_found_the_advisory(airflow_standalone, package_index, kubernetes_api):
     checks = summary_of(airflow_standalone, "security_checks_weekly")["checks"]
     dependency = current(checks["dependency_updates"])
@@ -58,4 +71,33 @@ def test_daily_and_monthly_checks_ran_on_the_worker(airflow_standalone, kubernet
 
 
 def test_the_running_airflow_api_refuses_requests_without_credentials(airflow_standalone):
-    assert probe_airflow_api(airflow_standalone.url, timeout=10) == []
+    assert probe_airflow_api(airflow_standalone.url, timeout=10, verify=True) == []
+
+
+def test_findings_reached_slack_and_pagerduty_with_a_link_to_their_task(airflow_standalone, slack_fake, pagerduty_fake):
+    for dag_id in ("security_checks_daily", "security_checks_weekly", "security_checks_monthly"):
+        summary_of(airflow_standalone, dag_id)
+    weekly = alerts_of(slack_fake, "security_checks_weekly")
+    advisory = next(text for text in weekly["#alerts-warning"] if "dependency_updates: 1 warning finding(s)" in text)
+    assert "*new:* jinja2\n" in advisory or "*persisting:* jinja2\n" in advisory
+    assert "/dags/security_checks_weekly/runs/" in advisory and "/tasks/check_dependency_updates>" in advisory
+    print("\nSample security alert in #alerts-warning:\n" + advisory)
+
+    # The test cluster has no TLS and runs with ssl = off: P1s to #alerts-critical and PagerDuty, one incident per
+    # check, each linking to the task that found it.
+    monthly = alerts_of(slack_fake, "security_checks_monthly")
+    assert {text.split("\n")[0].split(" · ")[1].split(":")[0] for text in monthly["#alerts-critical"]} == {
+        "penetration_test",
+        "security_policy_review",
+    }
+    assert "#alerts-warning" not in monthly and "#alerts-info" not in monthly
+    triggers = pagerduty_triggers(pagerduty_fake)
+    for key, dag_id, task_id in (
+        ("security:vulnerability_scan:critical", "security_checks_daily", "scan_vulnerabilities"),
+        ("security:ssl_cert_check:critical", "security_checks_weekly", "check_ssl_certs"),
+        ("security:penetration_test:critical", "security_checks_monthly", "probe_attack_surface"),
+        ("security:security_policy_review:critical", "security_checks_monthly", "review_security_policy"),
+    ):
+        assert pagerduty_fake.incidents[key] == "triggered"
+        link = triggers[key]["links"][0]["href"]
+        assert link.startswith(f"http://127.0.0.1:8080/dags/{dag_id}/runs/") and link.endswith(f"/tasks/{task_id}")

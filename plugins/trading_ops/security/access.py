@@ -6,10 +6,13 @@ CREATEROLE or BYPASSRLS on a non-superuser, a membership the policy does not lis
 pg_write_server_files, pg_execute_server_program is critical; so is a write privilege granted to PUBLIC).
 
 Kubernetes (`kubernetes.conn_id`): ClusterRoleBindings and RoleBindings against the manual's roles
-(`access_control.kubernetes`). A policy role bound to a subject it does not list is critical cluster-wide and a
-warning in one namespace; a namespaced policy role bound cluster-wide or in another namespace is critical or a
-warning the same way; a policy user holding a role the policy does not give them is a warning; a policy grant
-with no binding is info. Built-in subjects (`kubernetes_ignored_subject_prefixes`) and service accounts of
+(`access_control.kubernetes`). Every binding the policy does not grant is critical cluster-wide and a warning in
+one namespace: a policy role bound to a subject it does not list, a namespaced policy role bound cluster-wide or
+in another namespace, and any other role bound cluster-wide to anyone, or in a namespace to a user or group. The
+policy's roles are ClusterRoles; a namespaced Role of the same name stands for a policy role only when that role
+is limited to namespaces, so a Role called `cluster-admin` is not the cluster's cluster-admin. A namespaced
+binding of another role to a service account is the workload's own RBAC and is not reviewed. A policy grant with
+no binding is info. Built-in subjects (`kubernetes_ignored_subject_prefixes`) and service accounts of
 `kubernetes_ignored_namespaces` are the cluster's own and are skipped.
 """
 
@@ -123,34 +126,48 @@ def audit_kubernetes(cluster_bindings: list, namespaced_bindings: list, policy: 
             return subject.namespace in audit.kubernetes_ignored_namespaces
         return any(subject.name.startswith(prefix) for prefix in audit.kubernetes_ignored_subject_prefixes)
 
+    def policy_entry(role_ref):
+        entry = entries.get(role_ref.name)
+        if entry is None or (role_ref.kind == "Role" and entry.namespaces is None):
+            return None
+        return entry
+
     bindings = [(b, None) for b in cluster_bindings] + [(b, b.metadata.namespace) for b in namespaced_bindings]
     for binding, namespace in bindings:
-        role = binding.role_ref.name
+        role_ref = binding.role_ref
+        entry = policy_entry(role_ref)
+        role = role_ref.name if role_ref.kind == "ClusterRole" else f"Role {role_ref.name}"
         scope = f"in namespace {namespace}" if namespace else "cluster-wide"
         where = f"{'RoleBinding ' + namespace + '/' if namespace else 'ClusterRoleBinding '}{binding.metadata.name}"
+        severity = "warning" if namespace else "critical"
         for subject in binding.subjects or []:
             if ignored(subject):
                 continue
             name = _subject_name(subject)
-            entry = entries.get(role)
-            evidence = {"binding": where, "role": role, "subject_kind": subject.kind, "subject": name}
+            evidence = {
+                "binding": where,
+                "role": role_ref.name,
+                "role_kind": role_ref.kind,
+                "subject_kind": subject.kind,
+                "subject": name,
+            }
             if entry is None:
-                if name in policy_users:
-                    findings.append(
-                        Finding(
-                            CHECK,
-                            "warning",
-                            f"kubernetes {name} holds {role} {scope}",
-                            f"{name} is bound to {role} {scope} ({where}), a role the policy does not give them",
-                            evidence,
-                        )
-                    )
-                continue
-            if name not in entry.users:
+                if namespace and subject.kind == "ServiceAccount" and name not in policy_users:
+                    continue
                 findings.append(
                     Finding(
                         CHECK,
-                        "warning" if namespace else "critical",
+                        severity,
+                        f"kubernetes {name} holds {role} {scope}",
+                        f"{subject.kind} {name} is bound to {role} {scope} ({where}), which the policy does not grant",
+                        evidence,
+                    )
+                )
+            elif name not in entry.users:
+                findings.append(
+                    Finding(
+                        CHECK,
+                        severity,
                         f"kubernetes {role} bound to {subject.kind} {name} {scope}",
                         f"{subject.kind} {name} holds {role} {scope} ({where}); the policy gives {role} only to "
                         f"{', '.join(entry.users)}",
@@ -161,7 +178,7 @@ def audit_kubernetes(cluster_bindings: list, namespaced_bindings: list, policy: 
                 findings.append(
                     Finding(
                         CHECK,
-                        "warning" if namespace else "critical",
+                        severity,
                         f"kubernetes {role} for {name} {scope}",
                         f"{name} holds {role} {scope} ({where}); the policy limits it to namespaces "
                         f"{', '.join(entry.namespaces)}",
@@ -169,7 +186,7 @@ def audit_kubernetes(cluster_bindings: list, namespaced_bindings: list, policy: 
                     )
                 )
             else:
-                granted.add((role, name, namespace))
+                granted.add((entry.role, name, namespace))
     for entry in entries.values():
         for user in entry.users:
             for namespace in entry.namespaces or [None]:

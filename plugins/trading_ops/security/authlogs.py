@@ -201,8 +201,15 @@ def collect_events(policy: Policy, as_of: datetime, window: timedelta) -> list[A
 
 
 def _method_name(method: str) -> str:
-    """`keyboard-interactive/pam` and `keyboard-interactive:pam` are both keyboard-interactive."""
+    """`keyboard-interactive/pam` (sshd's log) and `keyboard-interactive:pam` (its config) are keyboard-interactive."""
     return re.split(r"[/:]", method, maxsplit=1)[0]
+
+
+def pairs_key_and_second_factor(methods: Iterable[str], second_factors: set[str]) -> bool:
+    """The manual's "public key + 2FA": the methods of one login (or one AuthenticationMethods list) include
+    publickey and one of the policy's second factors. security_policy_review judges sshd's config with it too."""
+    names = {_method_name(m) for m in methods}
+    return "publickey" in names and bool(names & second_factors)
 
 
 def _span(events: list[AuthEvent]) -> dict:
@@ -250,7 +257,7 @@ def auth_log_review(policy: Policy, as_of: datetime) -> list[Finding]:
         if service == "ssh":
             if user == "root":
                 add("critical", f"ssh root login from {source}", f"root logged in over ssh from {source}", matched)
-            weak = [e for e in matched if not _two_factor(e.methods, second_factors)]
+            weak = [e for e in matched if not pairs_key_and_second_factor(e.methods, second_factors)]
             if weak:
                 without_key = [e for e in weak if "publickey" not in {_method_name(m) for m in e.methods}]
                 add(
@@ -311,11 +318,6 @@ def auth_log_review(policy: Policy, as_of: datetime) -> list[Finding]:
                 commands=commands[:20],
             )
     return findings
-
-
-def _two_factor(methods: tuple[str, ...], second_factors: set[str]) -> bool:
-    names = {_method_name(m) for m in methods}
-    return "publickey" in names and bool(names & second_factors)
 
 
 FAILED_LOGIN_ATTEMPTS = "failed_login_attempts"

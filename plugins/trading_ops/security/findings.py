@@ -37,11 +37,13 @@ class Finding:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """The Airflow run a check belongs to; `as_of` is its logical date (or run_after for manual runs)."""
+    """The Airflow run a check belongs to; `as_of` is its logical date (or run_after for manual runs), `run_url` the
+    page of its task in the Airflow UI, which every alert of the check links to."""
 
     dag_id: str
     run_id: str
     as_of: datetime
+    run_url: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class CheckReport:
     run: RunInfo
     findings: list[AssessedFinding]
     resolved: list[dict]
+    # Severities the previous run had active (unwaived) findings of: their alerts are open until resolved.
+    previously_active: frozenset[Severity]
 
     def active(self) -> list[AssessedFinding]:
         return [item for item in self.findings if not item.waived]
@@ -145,7 +149,7 @@ def record_findings(
     keys = {"check": check, "run_id": run.run_id, "checked_at": run.as_of}
     with conn.transaction():
         previous = {
-            row[0]: {"severity": row[1], "message": row[2], "first_seen": row[3]}
+            row[0]: {"severity": row[1], "message": row[2], "first_seen": row[3], "waived": row[4]}
             for row in conn.execute(load_sql("security/select_previous_findings.sql", **tables), keys)
         }
         assessed = []
@@ -199,7 +203,13 @@ def record_findings(
                     for item in assessed
                 ],
             )
-    return CheckReport(check=check, run=run, findings=assessed, resolved=resolved)
+    return CheckReport(
+        check=check,
+        run=run,
+        findings=assessed,
+        resolved=resolved,
+        previously_active=frozenset(old["severity"] for old in previous.values() if not old["waived"]),
+    )
 
 
 def _sort_key(finding: Finding) -> tuple[int, str]:

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from trading_ops.db import connection
 from trading_ops.policy import Policy
+from trading_ops.security.authlogs import pairs_key_and_second_factor
 from trading_ops.security.findings import CheckSourceError, Finding
 from trading_ops.security.sources import run_command
 from trading_ops.sqlfiles import load_sql
@@ -146,7 +147,9 @@ def review_sshd(text: str, policy: Policy) -> list[Finding]:
         )
     second_factors = set(policy.security.ssh_second_factor_methods)
     method_lists = settings["authenticationmethods"].split()
-    if not method_lists or not all(_pairs_key_and_second_factor(methods, second_factors) for methods in method_lists):
+    if not method_lists or not all(
+        pairs_key_and_second_factor(methods.split(","), second_factors) for methods in method_lists
+    ):
         findings.append(
             Finding(
                 CHECK,
@@ -158,11 +161,6 @@ def review_sshd(text: str, policy: Policy) -> list[Finding]:
             )
         )
     return findings
-
-
-def _pairs_key_and_second_factor(methods: str, second_factors: set[str]) -> bool:
-    names = {method.split(":", 1)[0] for method in methods.split(",")}
-    return "publickey" in names and bool(names & second_factors)
 
 
 def review_airflow(policy: Policy) -> list[Finding]:

@@ -1,9 +1,10 @@
 """Running a security check: call it, record its findings against the last run, alert by severity, summarise.
 
-`run_check(name, run)` is what a check task does and what tests call. Alerts go through
-`trading_ops.alerting.send_alert`, one per check and severity with active (unwaived) findings, carrying which are
-new and which persist: critical and warning findings alert on every run until fixed or waived, info findings only
-when something new appears; findings that went away are announced once, as info.
+`run_check(name, run)` is what a check task does and what tests call. Alerts go through `trading_ops.alerting`, one
+per check and severity, under the dedup key `security:<check>:<severity>` and with a link to the check's task in
+Airflow. Critical and warning findings alert on every run until fixed or waived, info findings only when something
+new appears. When a severity that had active findings in the previous run has none left (fixed or waived), its
+alert is resolved under the same dedup key, which closes the PagerDuty incident a critical finding opened.
 """
 
 from __future__ import annotations
@@ -15,31 +16,23 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from trading_ops.alerting import Alert, send_alert
+from trading_ops.alerting import Alert, resolve_alert, send_alert
 from trading_ops.policy import Policy, load_policy
+from trading_ops.security.catalog import CHECKS
 from trading_ops.security.findings import SEVERITY_ORDER, CheckReport, Finding, RunInfo, record_findings
 
 log = logging.getLogger(__name__)
 
-# check name -> "module:function"; imported only when the check runs, so DAG parsing stays light.
-CHECKS: dict[str, str] = {
-    "vulnerability_scan": "trading_ops.security.vulnerabilities:vulnerability_scan",
-    "auth_log_review": "trading_ops.security.authlogs:auth_log_review",
-    "failed_login_attempts": "trading_ops.security.authlogs:failed_login_attempts",
-    "dependency_updates": "trading_ops.security.dependencies:dependency_updates",
-    "ssl_cert_check": "trading_ops.security.tls:ssl_cert_check",
-    "firewall_rule_review": "trading_ops.security.firewall:firewall_rule_review",
-    "penetration_test": "trading_ops.security.pentest:penetration_test",
-    "security_policy_review": "trading_ops.security.policy_review:security_policy_review",
-    "access_right_audit": "trading_ops.security.access:access_right_audit",
-}
+
+class CheckDisabled(Exception):
+    """The policy disables this check here (`security.disabled_checks`); the message says what it needs."""
 
 
 def check_function(name: str) -> Callable[[Policy, datetime], list[Finding]]:
     if name not in CHECKS:
         raise ValueError(f"Unknown security check {name!r}; the checks are {', '.join(CHECKS)}.")
-    module, function = CHECKS[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    module, function = CHECKS[name].function.split(":")
+    return getattr(importlib.import_module(f"trading_ops.security.{module}"), function)
 
 
 def run_check(name: str, run: RunInfo) -> CheckReport:
@@ -48,6 +41,10 @@ def run_check(name: str, run: RunInfo) -> CheckReport:
 
     policy = load_policy()
     security = policy.security
+    if name in security.disabled_checks:
+        raise CheckDisabled(
+            f"{name} is disabled by the policy (security.disabled_checks): {security.disabled_checks[name]}."
+        )
     log.info("Running %s for %s / %s as of %s", name, run.dag_id, run.run_id, run.as_of.isoformat())
     findings = check_function(name)(policy, run.as_of)
     today = run.as_of.astimezone(ZoneInfo(policy.timezone)).date()
@@ -79,44 +76,60 @@ def alert_report(report: CheckReport) -> None:
     active = report.active()
     for severity in SEVERITY_ORDER:
         items = [item for item in active if item.finding.severity == severity]
+        gone = [item["subject"] for item in report.resolved if item["severity"] == severity]
+        if not items:
+            if severity in report.previously_active:
+                waived = [item.finding.subject for item in report.findings if item.finding.severity == severity]
+                resolve_alert(
+                    Alert(
+                        severity=severity,
+                        source=source,
+                        summary=f"{report.check}: no {severity} findings left",
+                        details=_listed({"run_id": report.run.run_id, "resolved": gone, "waived": waived}),
+                        dedup_key=f"security:{report.check}:{severity}",
+                        run_url=report.run.run_url,
+                    )
+                )
+            continue
         new = [item.finding.subject for item in items if item.status == "new"]
-        if not items or (severity == "info" and not new):
+        if severity == "info" and not new:
             continue
         send_alert(
             Alert(
                 severity=severity,
                 source=source,
                 summary=f"{report.check}: {len(items)} {severity} finding(s), {len(new)} new",
-                details={
-                    "run_id": report.run.run_id,
-                    "new": new,
-                    "persisting": [item.finding.subject for item in items if item.status == "persisting"],
-                    "waiver_expired": [item.finding.subject for item in items if item.expired_waiver is not None],
-                    "messages": [item.finding.message for item in items[:10]],
-                },
+                details=_listed(
+                    {
+                        "run_id": report.run.run_id,
+                        "new": new,
+                        "persisting": [item.finding.subject for item in items if item.status == "persisting"],
+                        "resolved": gone,
+                        "waiver_expired": [item.finding.subject for item in items if item.expired_waiver is not None],
+                        "messages": [item.finding.message for item in items[:10]],
+                    }
+                ),
                 dedup_key=f"security:{report.check}:{severity}",
-            )
-        )
-    if report.resolved:
-        send_alert(
-            Alert(
-                severity="info",
-                source=source,
-                summary=f"{report.check}: {len(report.resolved)} finding(s) resolved",
-                details={"run_id": report.run.run_id, "resolved": [item["subject"] for item in report.resolved]},
-                dedup_key=f"security:{report.check}:resolved",
+                run_url=report.run.run_url,
             )
         )
 
 
-def summarize(summaries: dict[str, dict | None]) -> dict:
-    """One run's summaries of its checks, as a table in the log and a dict for XCom; a check without a summary
-    (it failed) makes this raise after logging the others."""
+def _listed(details: dict[str, str | list[str]]) -> dict[str, str]:
+    """Alert details as text: a list becomes one line per entry (a block in Slack); empty lists are left out."""
+    return {name: "\n".join(value) if isinstance(value, list) else value for name, value in details.items() if value}
+
+
+def summarize(summaries: dict[str, dict | None], disabled: dict[str, str]) -> dict:
+    """One run's summaries of its checks, as a table in the log and a dict for XCom. A check without a summary
+    is either disabled by the policy (`disabled`: check -> what it needs) or failed, which makes this raise after
+    logging the others."""
     lines = [f"{'check':<24} {'critical':>8} {'warning':>8} {'info':>6} {'new':>5} {'resolved':>8} {'waived':>6}"]
     totals = dict.fromkeys((*SEVERITY_ORDER, "new", "resolved", "waived"), 0)
     for name, summary in summaries.items():
         if summary is None:
-            lines.append(f"{name:<24} did not finish: see its task log")
+            state = f"disabled: {disabled[name]}" if name in disabled else "did not finish: see its task log"
+            lines.append(f"{name:<24} {state}")
             continue
         row = {
             **summary["counts"],
@@ -134,9 +147,13 @@ def summarize(summaries: dict[str, dict | None]) -> dict:
     for name, summary in summaries.items():
         for item in (summary or {}).get("new", []):
             log.info("new %-8s %s / %s: %s", item["severity"], name, item["subject"], item["message"])
-    missing = [name for name, summary in summaries.items() if summary is None]
+    missing = [name for name, summary in summaries.items() if summary is None and name not in disabled]
     if missing:
         raise RuntimeError(
             f"Security checks {', '.join(missing)} did not finish, so this run's findings are incomplete."
         )
-    return {"totals": totals, "checks": summaries}
+    return {
+        "totals": totals,
+        "checks": {name: summary for name, summary in summaries.items() if summary is not None},
+        "disabled": {name: disabled[name] for name in summaries if name in disabled},
+    }
