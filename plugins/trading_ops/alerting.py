@@ -13,8 +13,10 @@ and procedure, and a link to the Airflow run.
 PagerDuty deduplicates on the dedup key, so repeats update one incident. Slack has no such thing, so identical
 alerts (same dedup key, level, source and summary) inside `alerting.group_window` are counted, not re-sent; that
 window lives in the `ops` schema of `alerting.state_conn_id`. When that database is unreachable (which may be the
-very reason of the alert) the alert is delivered ungrouped. Delivery never raises: a failed delivery is logged at
-ERROR with the whole message, so a failing callback never hides the task's own error.
+very reason of the alert) the alert is delivered ungrouped. A notification that did not reach every destination
+does not open the window, so the next identical alert goes out again. Delivery never raises: a failed delivery is
+logged at ERROR with the whole message, so a failing callback never hides the task's own error; callers that must
+act on it look at the returned `Delivery`.
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ class Delivery:
     sent: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     grouped: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """Every destination got it, now or (grouped) with the notification it was grouped into."""
+        return self.grouped or (bool(self.sent) and not self.failed)
 
 
 def format_duration(value: timedelta) -> str:
@@ -179,8 +186,8 @@ def _group_key(alert: Alert) -> str:
     return hashlib.sha256("\x1f".join((alert.key, alert.level, alert.source, alert.summary)).encode()).hexdigest()
 
 
-def _record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool, int]:
-    """(send?, occurrences grouped into the previous notification). Unreachable state: send, ungrouped."""
+def _record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool, int, bool]:
+    """(send?, occurrences grouped into the previous notification, recorded?). Unreachable state: send, ungrouped."""
     from trading_ops.db import connection
     from trading_ops.sqlfiles import load_sql
 
@@ -200,7 +207,7 @@ def _record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool
                 },
             ).fetchone()
             conn.commit()
-            return sent, grouped
+            return sent, grouped, True
     except Exception:
         log.exception(
             "Alert grouping state in %r is unavailable; delivering %s alert %r ungrouped",
@@ -208,7 +215,25 @@ def _record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool
             alert.level,
             alert.summary,
         )
-        return True, 0
+        return True, 0, False
+
+
+def _undo_occurrence(alert: Alert, policy: Policy) -> None:
+    from trading_ops.db import connection
+    from trading_ops.sqlfiles import load_sql
+
+    try:
+        with connection(policy.alerting.state_conn_id) as conn:
+            conn.execute(load_sql("alerting/undo_alert_occurrence.sql"), {"group_key": _group_key(alert)})
+            conn.commit()
+    except Exception:
+        log.exception(
+            "Alert grouping state in %r is unavailable; an identical alert within %s may be grouped into the "
+            "undelivered %r",
+            policy.alerting.state_conn_id,
+            format_duration(policy.alerting.group_window),
+            alert.summary,
+        )
 
 
 def _forget_occurrences(alert: Alert, policy: Policy) -> None:
@@ -290,7 +315,7 @@ def _deliver(alert: Alert, policy: Policy, *, resolved: bool, grouped: int = 0) 
 def send_alert(alert: Alert) -> Delivery:
     """Route an alert to its Slack channels (and PagerDuty for a paging level), unless grouped; never raises."""
     policy = load_policy()
-    sent, grouped = _record_occurrence(alert, policy, alert.raised_at or datetime.now(UTC))
+    sent, grouped, recorded = _record_occurrence(alert, policy, alert.raised_at or datetime.now(UTC))
     if not sent:
         log.warning(
             "%s alert %r from %s grouped: an identical one was sent less than %s ago",
@@ -300,7 +325,10 @@ def send_alert(alert: Alert) -> Delivery:
             format_duration(policy.alerting.group_window),
         )
         return Delivery(grouped=True)
-    return _deliver(alert, policy, resolved=False, grouped=grouped)
+    delivery = _deliver(alert, policy, resolved=False, grouped=grouped)
+    if recorded and not delivery.complete:
+        _undo_occurrence(alert, policy)
+    return delivery
 
 
 def resolve_alert(alert: Alert) -> Delivery:
