@@ -2,7 +2,8 @@
 
 Contract (other modules rely on it): build an `Alert` and call `send_alert(alert)`; call `resolve_alert(alert)`
 with the same dedup key when the condition has cleared. A task failure goes through `notify_task_failure(context)`,
-the shared `on_failure_callback`.
+the shared `on_failure_callback`; `notify_task_recovery(context)`, the shared `on_success_callback`, resolves that
+alert when the task later succeeds.
 
 Routing comes from the policy. An alert's severity is an incident level (P1/P2/P3) or a rule severity
 (critical/warning/info = P1/P2/P3); the level's Slack channels receive it through the `slack_alerts` webhook
@@ -345,6 +346,17 @@ def first_lines(error: BaseException | str | None, count: int) -> str:
     return "\n".join(text.strip().splitlines()[:count])
 
 
+def _task_failure_alert(ti, policy: Policy, details: dict | None = None) -> Alert:
+    return Alert(
+        severity=policy.level_for_dag(ti.dag_id),
+        source=f"{ti.dag_id}.{ti.task_id}",
+        summary=f"{ti.dag_id}: task {ti.task_id} failed",
+        details=details or {},
+        dedup_key=f"trading-ops/{ti.dag_id}/{ti.task_id}",
+        run_url=airflow_run_url(policy, ti.dag_id, ti.run_id, ti.task_id),
+    )
+
+
 def notify_task_failure(context) -> Delivery:
     """The shared on_failure_callback: one alert at the DAG's incident level, naming the task and its error."""
     ti = context["ti"]
@@ -353,13 +365,38 @@ def notify_task_failure(context) -> Delivery:
     if getattr(ti, "map_index", -1) >= 0:
         details["map index"] = ti.map_index
     details["error"] = first_lines(context.get("exception"), policy.alerting.error_lines)
-    return send_alert(
-        Alert(
-            severity=policy.level_for_dag(ti.dag_id),
-            source=f"{ti.dag_id}.{ti.task_id}",
-            summary=f"{ti.dag_id}: task {ti.task_id} failed",
-            details=details,
-            dedup_key=f"trading-ops/{ti.dag_id}/{ti.task_id}",
-            run_url=airflow_run_url(policy, ti.dag_id, ti.run_id, ti.task_id),
+    return send_alert(_task_failure_alert(ti, policy, details))
+
+
+def _failure_is_open(alert: Alert, policy: Policy) -> bool:
+    """Whether a failure alert with this dedup key was raised and not resolved: one indexed lookup."""
+    import psycopg
+
+    from trading_ops.db import connection
+    from trading_ops.sqlfiles import load_sql
+
+    try:
+        with connection(policy.alerting.state_conn_id, autocommit=True) as conn:
+            return conn.execute(load_sql("alerting/select_open_alert.sql"), {"dedup_key": alert.key}).fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        return False  # no alert was ever raised here
+    except Exception:
+        log.warning(
+            "Alert grouping state in %r is unavailable; %r is not resolved even if it was open",
+            policy.alerting.state_conn_id,
+            alert.summary,
+            exc_info=True,
         )
-    )
+        return False
+
+
+def notify_task_recovery(context) -> Delivery | None:
+    """The shared on_success_callback: resolves the task's failure alert (Slack note, PagerDuty `resolve`) when one
+    is open; otherwise does nothing but look."""
+    ti = context["ti"]
+    if getattr(ti, "map_index", -1) >= 0:
+        # One dedup key stands for every mapped instance: one instance's success says nothing of another's failure.
+        return None
+    policy = load_policy()
+    alert = _task_failure_alert(ti, policy)
+    return resolve_alert(alert) if _failure_is_open(alert, policy) else None
