@@ -416,12 +416,29 @@ def test_shipped_policy_cpu_timeline_sends_only_the_manuals_low_priority_rule(sh
     assert evaluate(minutes(15), cpu_usage_percent=78)["fired"] == ["low_priority"]
     assert evaluate(minutes(20), cpu_usage_percent=50)["resolved"] == ["low_priority"]
 
-    assert channels_and_summaries(slack) == [
-        (
-            "#alerts-info",
-            ":information_source: *P3 minor* (partial feature failure) · low_priority: cpu_usage_percent > 70 for 15m",
-        ),
-        ("#alerts-info", ":white_check_mark: *RESOLVED P3 minor* · low_priority: cpu_usage_percent > 70 for 15m"),
+    assert slack.messages() == [
+        {
+            "channel": "#alerts-info",
+            "text": fired_text(
+                ":information_source: *P3 minor* (partial feature failure)",
+                "low_priority: cpu_usage_percent > 70 for 15m",
+                "low_priority",
+                "78",
+                minutes(0),
+                minutes(15),
+                "*Respond within* 2h, *resolve within* 8h · *escalation:* on_call_engineer · "
+                "*procedure:* normal handling",
+            ),
+        },
+        {
+            "channel": "#alerts-info",
+            "text": (
+                ":white_check_mark: *RESOLVED P3 minor* · low_priority: cpu_usage_percent > 70 for 15m\n"
+                "*Source:* system_health/low_priority\n"
+                f"*Airflow run:* <{RUN_URL}>\n"
+                "_dedup key: trading-ops/system_health/low_priority_"
+            ),
+        },
     ]
     assert pagerduty.requests == [], "CPU at 86% does not page: the manual's CPU rule is low priority"
 
