@@ -11,6 +11,8 @@ command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
 # Parses docker-compose.yaml in the tests (no engine needed).
 command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
+# Headless browser for the e2e screenshot of the restore trigger form.
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "Installing ${need_pkgs[*]} with apt-get ..."

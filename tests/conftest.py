@@ -172,3 +172,14 @@ def alert_fakes(slack_fake, pagerduty_fake, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", slack_fake.connection_json())
     monkeypatch.setenv("AIRFLOW_CONN_PAGERDUTY_EVENTS", pagerduty_fake.connection_json())
     return slack_fake, pagerduty_fake
+
+
+@pytest.fixture
+def fake_trading_api(tmp_path, monkeypatch):
+    """The trading-api Deployment (3 ready pods) behind a fake Kubernetes API, wired as `kubernetes_default`."""
+    from tests.fakes.kubernetes_workload import TradingApiFake
+
+    with TradingApiFake() as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", namespace="trading")
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", fake.connection_json(kubeconfig, "trading"))
+        yield fake

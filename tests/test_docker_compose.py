@@ -86,3 +86,14 @@ def test_secrets_are_required_not_defaulted():
     )
     assert result.returncode != 0
     assert "TRADING_DB_PASSWORD" in result.stderr or "AIRFLOW_JWT_SECRET" in result.stderr
+
+
+def test_trading_db_archives_through_the_shipped_script(compose):
+    trading_db = compose["services"]["trading-db"]
+    archive_command = next(arg for arg in trading_db["command"] if arg.startswith("archive_command="))
+    assert archive_command == "archive_command=sh /opt/trading-ops/archive_wal.sh /var/lib/postgresql/wal-archive %p %f"
+    script = ROOT / "plugins" / "trading_ops" / "backup" / "archive_wal.sh"
+    assert _mounts(trading_db)["/opt/trading-ops/archive_wal.sh"] == str(script)
+    worker = compose["services"]["airflow-worker"]
+    assert _mounts(worker)["/var/lib/postgresql/wal-archive"] == "wal-archive"
+    assert "999" in [str(group) for group in worker["group_add"]], "workers read the archive as postgres' group"

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 SERVER_USER = "postgres"
+ARCHIVE_SCRIPT = Path(__file__).resolve().parent / "backup" / "archive_wal.sh"
 
 
 class PostgresNotInstalled(RuntimeError):
@@ -102,6 +103,10 @@ class LocalCluster:
             raise RuntimeError(f"{Path(argv[0]).name} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
+    @property
+    def archive_script(self) -> Path:
+        return self.base_dir / "archive_wal.sh"
+
     def settings(self) -> dict[str, str]:
         archive = shlex.quote(str(self.wal_archive_dir))
         return {
@@ -110,10 +115,9 @@ class LocalCluster:
             "unix_socket_directories": f"'{self.socket_dir}'",
             "wal_level": "replica",
             "archive_mode": "on",
-            # Never overwrite a segment: a second copy with the same name means two clusters share the archive.
-            "archive_command": (
-                f"'test ! -f {archive}/%f && cp %p {archive}/%f.tmp && mv {archive}/%f.tmp {archive}/%f'"
-            ),
+            # The project's archive_command (never overwrites a different segment, fsyncs), copied next to the
+            # cluster because the postgres OS user may not be able to read the checkout.
+            "archive_command": f"'{shlex.quote(str(self.archive_script))} {archive} %p %f'",
             "max_wal_senders": "10",
             "password_encryption": "'scram-sha-256'",
             "log_connections": "on",
@@ -135,6 +139,8 @@ class LocalCluster:
         for directory in (self.base_dir, self.wal_archive_dir, self.socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
             _give_to_server_user(directory)
+        shutil.copyfile(ARCHIVE_SCRIPT, self.archive_script)
+        self.archive_script.chmod(0o755)
         pwfile = self.base_dir / ".pwfile"
         pwfile.write_text(self.password + "\n")
         _give_to_server_user(pwfile)

@@ -252,9 +252,10 @@ class Backup(Strict):
     transaction_logs: TransactionLogs
     compression: Literal["zstd", "gzip", "none"]
     compression_level: int = Field(ge=0, le=19)
-    dump_jobs: int = Field(ge=1)
     encryption: BackupEncryption
     stale_after: StaleAfter
+    archive_wait: Duration
+    abandoned_partial_after: Duration
 
 
 class Restore(Strict):

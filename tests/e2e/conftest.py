@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, RUN_DIR, TEST_POLICY
-from tests.fakes.kubernetes_api import KubernetesApiFake, group, user
+from tests.fakes.kubernetes_api import group, user
+from tests.fakes.kubernetes_workload import TradingApiFake
 from tests.fakes.package_index import PackageIndexFake
 from trading_ops.devenv import AirflowStandalone
 
@@ -28,8 +29,9 @@ def package_index():
 
 @pytest.fixture(scope="session")
 def kubernetes_api():
-    """The Kubernetes API with the manual's RBAC bindings and the baseline NetworkPolicies of `trading`."""
-    with KubernetesApiFake() as api:
+    """The Kubernetes API with the manual's RBAC bindings, the baseline NetworkPolicies of `trading`, and the
+    trading-api Deployment (3 pods) that the restore scales."""
+    with TradingApiFake() as api:
         api.add_cluster_role_binding("cluster-admin", "cluster-admin", [group("system:masters")])
         api.add_cluster_role_binding("devops-lead-admin", "cluster-admin", [user("devops-lead")])
         for namespace in ("dev", "staging"):

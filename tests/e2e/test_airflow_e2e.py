@@ -16,6 +16,11 @@ E2E_RUNS: list[tuple[str, dict, str]] = [
     ("security_checks_monthly", {}, "success"),
     # The test policy's log directories do not exist yet: a real run over nothing succeeds and does nothing.
     ("log_rotation", {"dry_run": False}, "success"),
+    # The full backup first: the WAL run checks the archive from its base backup on.
+    ("db_backup_full", {"dry_run": False}, "success"),
+    ("db_backup_wal", {"dry_run": False}, "success"),
+    # A real restore of trading_db from the newest verified full backup, scaling the fake trading-api 3 -> 0 -> 3.
+    ("db_restore", {"dry_run": False, "confirm": "trading_db", "jobs": 2}, "success"),
 ]
 
 

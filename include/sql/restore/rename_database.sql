@@ -1,0 +1,1 @@
+ALTER DATABASE {old} RENAME TO {new};

@@ -1,0 +1,199 @@
+"""db_restore end to end with dag.test(): a real backup, real damage, a real restore, a fake Kubernetes API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "db_restore.py"
+TABLES = ("market_data", "market_data_archive", "orders", "instruments")
+
+
+@pytest.fixture
+def restore_dag():
+    """A fresh parse per test (dag.test() keeps a run's conf in the DAG's params), retries off so the failure
+    tests do not sit through retry delays."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAG_FILE)).dags["db_restore"]
+    for task in dag.tasks:
+        task.retries = 0
+    return dag
+
+
+@pytest.fixture
+def repository(tmp_path, make_policy):
+    from trading_ops import backup as backups
+    from trading_ops.policy import load_policy
+
+    make_policy({"backup.repository": str(tmp_path / "repository")})
+    return backups.repository_from_policy(load_policy())
+
+
+@pytest.fixture
+def verified_backup(repository, fresh_db):
+    from trading_ops import backup as backups
+
+    info = backups.take_full_backup(repository, backups.full_backup_id(datetime.now(UTC)), conn_id="trading_db")
+    return backups.verify_backup(repository, info)
+
+
+def _snapshot(conninfo: str) -> dict:
+    with psycopg.connect(conninfo) as conn:
+        return {
+            table: conn.execute(f"SELECT count(*), coalesce(sum(hashtext(t::text)), 0) FROM {table} t").fetchone()
+            for table in TABLES
+        }
+
+
+def _run(dag, conf: dict):
+    run = dag.test(run_conf=conf)
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _databases(pg_cluster) -> set[str]:
+    with psycopg.connect(pg_cluster.conninfo("postgres")) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def _real(fresh_db: str, **extra) -> dict:
+    return {"dry_run": False, "confirm": fresh_db, "target_database": fresh_db, **extra}
+
+
+def test_restore_brings_back_the_backup_and_the_service(
+    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, alert_fakes
+):
+    expected = _snapshot(pg_cluster.conninfo(fresh_db))
+    with psycopg.connect(pg_cluster.conninfo(fresh_db), autocommit=True) as conn:
+        conn.execute("DROP TABLE orders")
+        conn.execute("DELETE FROM market_data WHERE id % 3 = 0")
+    assert _snapshot_or_none(pg_cluster.conninfo(fresh_db)) != expected
+
+    run, states = _run(restore_dag, _real(fresh_db, jobs=2))
+
+    assert run.state == "success", states
+    assert _snapshot(pg_cluster.conninfo(fresh_db)) == expected
+    assert fake_trading_api.scale_requests() == [0, 3]
+    assert fake_trading_api.deployment.replica_history == [3, 0, 3]
+    report = run.get_task_instance("report_restore").xcom_pull(task_ids="report_restore")
+    restore_started = datetime.fromisoformat(report["restore_started_at"]).timestamp()
+    assert fake_trading_api.deployment.all_pods_gone_at, "the pods were never all gone"
+    assert fake_trading_api.deployment.all_pods_gone_at[0] <= restore_started, "pg_restore started before pods left"
+    assert report["replicas_before"] == 3 and report["replicas_after"] == 3
+    assert [pod["ready"] for pod in report["pods"]] == ["1/1"] * 3
+    retired = report["retired_database"]
+    assert retired.startswith(f"{fresh_db}_pre_restore_") and retired in _databases(pg_cluster)
+    slack, pagerduty = alert_fakes
+    [notice] = slack.messages()
+    assert notice["channel"] == "#alerts-info"
+    assert f"{fresh_db} restored from backup {verified_backup.id} (swap)" in notice["text"]
+    assert pagerduty.events() == []
+    pg_cluster.drop_database(retired)
+
+
+def _snapshot_or_none(conninfo: str):
+    try:
+        return _snapshot(conninfo)
+    except psycopg.errors.UndefinedTable:
+        return None
+
+
+def test_a_corrupted_backup_is_refused_before_anything_is_touched(
+    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api
+):
+    dump = verified_backup.file_path("dump")
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    before = _snapshot(pg_cluster.conninfo(fresh_db))
+    databases = _databases(pg_cluster)
+
+    run, states = _run(restore_dag, _real(fresh_db, backup_id=verified_backup.id))
+
+    assert run.state == "failed"
+    assert states["validate_request"] == "failed"
+    assert states["scale_down_workload"] == "upstream_failed"
+    assert states["scale_up_workload"] == "skipped"
+    assert fake_trading_api.scale_requests() == []
+    assert _snapshot(pg_cluster.conninfo(fresh_db)) == before and _databases(pg_cluster) == databases
+
+
+def test_a_failed_restore_keeps_the_old_database_and_scales_back(
+    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, monkeypatch, alert_fakes
+):
+    """pg_restore fails midway (its database is dropped under it): the live database and service are untouched."""
+    from trading_ops import restore
+
+    real_run = restore.run_pg_restore
+
+    def failing_pg_restore(conn_id, dump, database, **kwargs):
+        pg_cluster.drop_database(database)
+        return real_run(conn_id, dump, database, **kwargs)
+
+    monkeypatch.setattr(restore, "run_pg_restore", failing_pg_restore)
+    fake_trading_api.deployment.replicas = 3
+    before = _snapshot(pg_cluster.conninfo(fresh_db))
+
+    run, states = _run(restore_dag, _real(fresh_db))
+
+    assert run.state == "failed"
+    assert states["restore_database"] == "failed" and states["swap_databases"] == "upstream_failed"
+    assert states["scale_up_workload"] == "success"
+    assert fake_trading_api.scale_requests() == [0, 3]
+    assert _snapshot(pg_cluster.conninfo(fresh_db)) == before
+    assert not any(name.startswith(f"{fresh_db}_restore_") for name in _databases(pg_cluster))
+    slack, pagerduty = alert_fakes
+    [page] = pagerduty.events()
+    assert page["event_action"] == "trigger" and page["payload"]["severity"] == "critical"
+    assert page["payload"]["source"] == "db_restore.restore_database"
+    assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, caplog
+):
+    before = _snapshot(pg_cluster.conninfo(fresh_db))
+    databases = _databases(pg_cluster)
+
+    run, states = _run(restore_dag, {"target_database": fresh_db})
+
+    assert run.state == "success"
+    assert states["validate_request"] == "success" and states["stop_if_dry_run"] == "success"
+    assert {states[t] for t in ("record_replicas", "restore_database", "swap_databases", "scale_up_workload")} == {
+        "skipped"
+    }
+    assert "DRY RUN: nothing will change" in caplog.text
+    assert f"swap: {fresh_db} -> {fresh_db}_pre_restore_" in caplog.text
+    assert fake_trading_api.scale_requests() == [] and not [r for r in fake_trading_api.requests if r.method != "GET"]
+    assert _snapshot(pg_cluster.conninfo(fresh_db)) == before and _databases(pg_cluster) == databases
+
+
+@pytest.mark.parametrize(
+    ("conf", "sentence"),
+    [
+        ({"backup_id": "20200101T000000Z"}, "20200101T000000Z"),
+        ({"confirm": "not_it", "dry_run": False}, "confirm must equal the target database name"),
+        ({"target_database": "no_such_db"}, "target database 'no_such_db' does not exist"),
+    ],
+)
+def test_user_errors_stop_in_validate_with_one_sentence(
+    restore_dag, verified_backup, fresh_db, fake_trading_api, caplog, conf, sentence
+):
+    run, states = _run(restore_dag, {"target_database": fresh_db, **conf})
+    assert run.state == "failed" and states["validate_request"] == "failed"
+    assert sentence in caplog.text
+    assert fake_trading_api.scale_requests() == []
+
+
+@pytest.mark.parametrize("backup_id", ["../../etc/passwd", "20261101T010000Z/../x", "latest; rm -rf /"])
+def test_a_path_in_the_backup_id_is_rejected_by_the_form(restore_dag, backup_id):
+    """The trigger form (and the REST API, which validates conf the same way) refuses it before any task runs."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        restore_dag.params.get_param("backup_id").resolve(backup_id)
