@@ -39,7 +39,7 @@ leaves newer state alone. A firing rule is notified once; PagerDuty deduplicates
   the alert again. Failed with "rule state ... is unreachable": PostgreSQL, where the rule state lives, is down;
   every rule that held alerted at once, every run, until it is back. Resolve the `postgres_down` incident and any
   other alert of that time by hand once it is: nothing recorded that they were sent.
-- Too many alerts: see `SELECT * FROM ops.alert_rule_state` (pending and firing rules with the value last seen)
+- Too many alerts: see `SELECT * FROM ops.alert_rule_state` (each rule ok, pending or firing, with the value last seen)
   and `ops.alert_groups` (what was sent when and how much was grouped).
 - `ALERT DELIVERY FAILED` in a log: Slack or PagerDuty refused or was unreachable; the undelivered message is
   printed right after. Check the `slack_alerts` / `pagerduty_events` connections.
