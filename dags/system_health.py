@@ -11,27 +11,35 @@ worth running late, the next one measures the present.
 - `collect_host_metrics`: CPU and memory of the worker host and usage of the volumes in
   `monitoring.sources.disk_paths` (data, backups), with psutil.
 - `collect_postgres_metrics`: on `monitoring.sources.database_conn_id`: client connections vs `max_connections`,
-  replication lag, the oldest open transaction, `pg_stat_archiver` failures, database size.
+  replication lag, the oldest open transaction, `pg_stat_archiver` failures, database size. A server that does not
+  answer is measured as `pg_up` 0 (the task succeeds, the `postgres_down` rule pages).
 - `collect_application_metrics`: latency p95/p99, error rate and request rate of `trading-api` from the
-  Prometheus-compatible API at `monitoring.sources.prometheus_url` (`/api/v1/query` at the run's time); skipped
-  when no URL is set.
+  Prometheus-compatible API of the HTTP connection `monitoring.sources.prometheus_conn_id` (`/api/v1/query` at the
+  run's time; each query must answer one series); skipped when no connection is set.
 - `evaluate_alert_rules`: runs even when a collector failed, so one broken source does not blind the others.
   Evaluates `alert_rules` (error rate > 1% for 5m → P1 `#alerts-critical` + PagerDuty `trading-team`; p95 latency
-  > 500 ms for 10m → `#alerts-warning`; CPU > 70% for 15m → `#alerts-info`) and every warning/critical threshold
-  held for `monitoring.threshold_for`, against the state in `ops.alert_rule_state`; sends what started firing and
-  resolves what cleared, through `trading_ops.alerting`. Its log and return value list what fired, resolved,
-  breaches now (pending or firing) and could not be measured.
+  > 500 ms for 10m → `#alerts-warning`; CPU > 70% for 15m → `#alerts-info`; PostgreSQL not answering → P1 and
+  PagerDuty) and the warning/critical thresholds these rules do not cover, held for `monitoring.threshold_for` and
+  sent to Slack by level, against the state in `ops.alert_rule_state`; sends what started firing and resolves what
+  cleared, through `trading_ops.alerting`, and saves a transition only once delivered. Its log lists what fired,
+  resolved, was not delivered, breaches now (pending or firing), is held back under an alert rule and could not be
+  measured. It fails after alerting when an alert was not delivered (retried), a collector failed or PostgreSQL is
+  down (not retried: nothing new to measure).
 
 ## Idempotency
 Rule state is keyed by rule name and advanced to the run's time (`data_interval_end`, or `run_after` for manual
 runs), never the wall clock: a rerun of a run finds its own state and sends nothing twice; a rerun of an older run
 leaves newer state alone. A firing rule is notified once; PagerDuty deduplicates on
-`trading-ops/system_health/<rule>`.
+`trading-ops/system_health/<rule>`. An alert that did not go out is not saved as sent, so the retry sends it.
 
 ## Triage
-- A collector failed: its log names the source (Prometheus URL and error, PostgreSQL connection). The evaluation
-  still ran on the other sources; the failed task raised a P3 alert of its own.
-- Too many alerts: see `SELECT * FROM ops.alert_rule_state` (pending and firing rules with the value last seen)
+- A collector failed: its log names the source (Prometheus connection and error, PostgreSQL connection). The
+  evaluation still ran on the other sources and then failed, naming the missing source.
+- `evaluate_alert_rules` failed with "not delivered": Slack or PagerDuty refused; the retry (or the next run) sends
+  the alert again. Failed with "rule state ... is unreachable": PostgreSQL, where the rule state lives, is down;
+  every rule that held alerted at once, every run, until it is back. Resolve the `postgres_down` incident and any
+  other alert of that time by hand once it is: nothing recorded that they were sent.
+- Too many alerts: see `SELECT * FROM ops.alert_rule_state` (each rule ok, pending or firing, with the value last seen)
   and `ops.alert_groups` (what was sent when and how much was grouped).
 - `ALERT DELIVERY FAILED` in a log: Slack or PagerDuty refused or was unreachable; the undelivered message is
   printed right after. Check the `slack_alerts` / `pagerduty_events` connections.
@@ -93,10 +101,10 @@ def system_health():
         from trading_ops.policy import load_policy
 
         sources = load_policy().monitoring.sources
-        if not sources.prometheus_url:
-            raise AirflowSkipException("monitoring.sources.prometheus_url is not set: no application metrics.")
+        if not sources.prometheus_conn_id:
+            raise AirflowSkipException("monitoring.sources.prometheus_conn_id is not set: no application metrics.")
         return monitoring.collect_application_metrics(
-            sources.prometheus_url,
+            sources.prometheus_conn_id,
             sources.prometheus_queries,
             run_time(context),
             sources.prometheus_timeout,
@@ -115,6 +123,7 @@ def system_health():
             {**(host or {}), **(postgres or {}), **(application or {})},
             run_time(context),
             airflow_run_url(policy, ti.dag_id, ti.run_id),
+            missing=monitoring.missing_sources(policy, host, postgres, application),
         )
 
     evaluate_alert_rules(collect_host_metrics(), collect_postgres_metrics(), collect_application_metrics())

@@ -200,6 +200,49 @@ def test_a_failed_delivery_is_logged_loudly_and_does_not_raise(routed, caplog):
     )
 
 
+def test_an_undelivered_alert_does_not_open_the_grouping_window(routed, pg_conn):
+    slack, pagerduty = routed
+    warning = p1_alert(severity="P2", dedup_key="trading-ops/db_backup_full/verify_backup")
+    slack.failure = (500, "internal_error")
+    assert send_alert(warning).failed == ["slack:#alerts-warning"]
+
+    slack.failure = None
+    retried = send_alert(p1_alert(severity="P2", dedup_key=warning.dedup_key, raised_at=T0 + timedelta(minutes=2)))
+
+    assert retried.sent == ["slack:#alerts-warning"] and not retried.grouped
+    assert len(slack.requests) == 2 and slack.messages()[0] == slack.messages()[1], "no grouped count: none was"
+    assert pg_conn.execute(
+        "SELECT last_sent_at, sent FROM ops.alert_groups WHERE dedup_key = %s", (warning.dedup_key,)
+    ).fetchone() == (T0 + timedelta(minutes=2), True)
+    # Delivered now, so the next identical alert inside the window is grouped again.
+    assert send_alert(p1_alert(severity="P2", dedup_key=warning.dedup_key, raised_at=T0 + timedelta(minutes=3))).grouped
+
+
+def test_a_page_that_failed_is_sent_again_even_though_slack_got_it(routed):
+    slack, pagerduty = routed
+    pagerduty.fail_with = 400
+    first = send_alert(p1_alert())
+    pagerduty.fail_with = None
+    second = send_alert(p1_alert(raised_at=T0 + timedelta(minutes=2)))
+
+    assert (first.sent, first.failed) == (["slack:#alerts-critical"], ["pagerduty:trading-team"])
+    assert second.sent == ["slack:#alerts-critical", "pagerduty:trading-team"]
+    assert pagerduty.incidents == {"trading-ops/db_restore/verify_restore": "triggered"}
+
+
+def test_grouped_occurrences_before_a_failed_notification_are_reported_by_the_next_one(routed):
+    slack, _ = routed
+    send_alert(p1_alert(route=Route(("#alerts-critical",))))
+    send_alert(p1_alert(route=Route(("#alerts-critical",)), raised_at=T0 + timedelta(minutes=10)))  # grouped
+    slack.failure = (500, "internal_error")
+    send_alert(p1_alert(route=Route(("#alerts-critical",)), raised_at=T0 + timedelta(minutes=40)))  # fails
+    slack.failure = None
+    send_alert(p1_alert(route=Route(("#alerts-critical",)), raised_at=T0 + timedelta(minutes=41)))
+
+    assert len(slack.requests) == 3, "the one after the failure is sent, not grouped"
+    assert "_1 identical alert(s) grouped since the last notification (window 30m)_" in slack.messages()[-1]["text"]
+
+
 def test_a_missing_connection_is_a_failed_delivery_not_an_exception(fresh_db, monkeypatch, caplog):
     monkeypatch.delenv("AIRFLOW_CONN_SLACK_ALERTS", raising=False)
     with caplog.at_level(logging.ERROR, logger="trading_ops.alerting"):
@@ -231,14 +274,46 @@ def test_pagerduty_endpoint_comes_from_the_connection_host(host, port, expected)
 
 def test_pagerduty_hook_rejects_a_plain_http_endpoint(monkeypatch):
     """The client refuses to send an integration key over plain http, so a relay must speak TLS."""
+    import pagerduty
+
     from trading_ops.pagerduty_events import RegionalPagerdutyEventsHook
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_PD_PLAIN",
         json.dumps({"conn_type": "pagerduty_events", "host": "http://127.0.0.1", "port": 9, "password": "k"}),
     )
-    with pytest.raises(Exception, match="https"):
+    with pytest.raises(pagerduty.UrlError, match=r"^API base URL must use scheme https://$"):
         RegionalPagerdutyEventsHook("pd_plain").events_client()
+
+
+def test_pagerduty_hook_reads_its_connection_once(pagerduty_fake, monkeypatch):
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    from trading_ops.pagerduty_events import RegionalPagerdutyEventsHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_PAGERDUTY_EVENTS", pagerduty_fake.connection_json())
+    fetched = []
+    real_get_connection = BaseHook.get_connection.__func__
+
+    def counting_get_connection(cls, conn_id):
+        fetched.append(conn_id)
+        return real_get_connection(cls, conn_id)
+
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(counting_get_connection))
+    hook = RegionalPagerdutyEventsHook("pagerduty_events")
+
+    assert fetched == ["pagerduty_events"]
+    assert (hook.integration_key, hook.base_url) == (ROUTING_KEY, f"https://127.0.0.1:{pagerduty_fake.port}")
+
+
+def test_a_missing_integration_key_is_refused_by_the_provider(monkeypatch):
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    from trading_ops.pagerduty_events import RegionalPagerdutyEventsHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_PD_NO_KEY", json.dumps({"conn_type": "pagerduty_events", "host": "127.0.0.1"}))
+    with pytest.raises(AirflowException, match="No valid integration key"):
+        RegionalPagerdutyEventsHook("pd_no_key")
 
 
 def test_an_unknown_severity_stops_the_caller_with_one_sentence():

@@ -15,6 +15,7 @@ from tests.fakes.pagerduty import ROUTING_KEY
 
 DAG_ID = "alerting_selftest"
 DAG_SOURCE = """
+import os
 from datetime import UTC, datetime
 
 from airflow.sdk import dag, task
@@ -26,6 +27,8 @@ from trading_ops.dag_defaults import default_args
 def alerting_selftest():
     @task
     def transfer_positions():
+        if os.environ.get("SELFTEST_FEED_IS_BACK"):
+            return
         raise ValueError("positions feed returned 503\\nafter 3 attempts\\nline 3\\nline 4")
 
     transfer_positions()
@@ -55,8 +58,8 @@ def selftest_dag(tmp_path, monkeypatch, airflow_db):
     return DagBag(dag_folder=str(bundle)).dags[DAG_ID]
 
 
-def _run_failing(dag) -> tuple[str, str, str]:
-    run = dag.test(logical_date=datetime(2026, 11, 20, 3, 0, tzinfo=UTC))
+def _run(dag, hour: int = 3) -> tuple[str, str, str]:
+    run = dag.test(logical_date=datetime(2026, 11, 20, hour, 0, tzinfo=UTC))
     ti_state = {ti.task_id: ti.state for ti in run.get_task_instances()}
     return run.state, ti_state["transfer_positions"], run.run_id
 
@@ -67,7 +70,7 @@ def test_a_failed_task_of_a_p1_dag_pages_once_with_task_error_and_run_link(
     slack, pagerduty = alert_fakes
     make_policy({f"alerting.dag_levels.{DAG_ID}": "P1", "alerting.error_lines": 2})
 
-    run_state, task_state, run_id = _run_failing(selftest_dag)
+    run_state, task_state, run_id = _run(selftest_dag)
 
     assert (run_state, task_state) == ("failed", "failed"), "the alert does not change the task's own outcome"
     link = f"http://127.0.0.1:8080/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/transfer_positions"
@@ -102,11 +105,40 @@ def test_a_failed_task_of_a_p1_dag_pages_once_with_task_error_and_run_link(
 def test_a_dag_without_a_level_alerts_at_the_default_level_and_repeats_are_grouped(selftest_dag, alert_fakes, fresh_db):
     slack, pagerduty = alert_fakes
 
-    _run_failing(selftest_dag)
-    _run_failing(selftest_dag)
+    _run(selftest_dag)
+    _run(selftest_dag)
 
     assert [message["channel"] for message in slack.messages()] == ["#alerts-info"], "second failure grouped"
     assert slack.messages()[0]["text"].startswith(
         f":information_source: *P3 minor* (partial feature failure) · {DAG_ID}: task transfer_positions failed\n"
     )
     assert pagerduty.requests == []
+
+
+def test_the_next_success_of_the_task_resolves_its_failure_alert_once(
+    selftest_dag, alert_fakes, fresh_db, make_policy, monkeypatch
+):
+    slack, pagerduty = alert_fakes
+    make_policy({f"alerting.dag_levels.{DAG_ID}": "P1"})
+    _run(selftest_dag, hour=3)
+    monkeypatch.setenv("SELFTEST_FEED_IS_BACK", "1")
+
+    assert _run(selftest_dag, hour=4)[:2] == ("success", "success")
+    assert _run(selftest_dag, hour=5)[:2] == ("success", "success")
+
+    assert [message["text"].split("\n")[0] for message in slack.messages()] == [
+        f":rotating_light: *P1 critical* (complete service outage) · {DAG_ID}: task transfer_positions failed",
+        f":white_check_mark: *RESOLVED P1 critical* · {DAG_ID}: task transfer_positions failed",
+    ]
+    assert [(event["event_action"], event["dedup_key"]) for event in pagerduty.events()] == [
+        ("trigger", f"trading-ops/{DAG_ID}/transfer_positions"),
+        ("resolve", f"trading-ops/{DAG_ID}/transfer_positions"),
+    ]
+    assert pagerduty.incidents == {f"trading-ops/{DAG_ID}/transfer_positions": "resolved"}
+
+
+def test_a_success_without_an_open_failure_sends_nothing(selftest_dag, alert_fakes, fresh_db, monkeypatch):
+    slack, pagerduty = alert_fakes
+    monkeypatch.setenv("SELFTEST_FEED_IS_BACK", "1")
+    assert _run(selftest_dag)[:2] == ("success", "success")
+    assert slack.requests == [] and pagerduty.requests == []

@@ -34,12 +34,13 @@ def _states(run) -> dict[str, str]:
 
 
 def test_runs_measure_the_real_host_and_database_and_fire_a_rule_on_the_second_run(
-    system_health_dag, airflow_db, alert_fakes, prometheus_fake, fresh_db, pg_conn, make_policy
+    system_health_dag, airflow_db, alert_fakes, prometheus_fake, fresh_db, pg_conn, make_policy, monkeypatch
 ):
     slack, pagerduty = alert_fakes
     prometheus_fake.reset()
     # Thresholds need an hour here, so only the manual's error-rate rule (5m) can fire in these two runs.
-    make_policy({"monitoring.sources.prometheus_url": prometheus_fake.url, "monitoring.threshold_for": "1h"})
+    make_policy({"monitoring.sources.prometheus_conn_id": "prometheus", "monitoring.threshold_for": "1h"})
+    monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS", prometheus_fake.connection_json())
     queries = load_policy().monitoring.sources.prometheus_queries
     prometheus_fake.values.update({queries["error_rate_percent"]: 5.0, queries["request_rate_per_second"]: 900.0})
 
@@ -70,6 +71,34 @@ def test_runs_measure_the_real_host_and_database_and_fire_a_rule_on_the_second_r
     assert f"*Airflow run:* <{run_link}>" in text
     [event] = pagerduty.events()
     assert (event["event_action"], event["dedup_key"]) == ("trigger", "trading-ops/system_health/high_priority")
+
+
+def sources_of(messages: list[dict]) -> list[str]:
+    return [message["text"].split("\n")[1].removeprefix("*Source:* ") for message in messages]
+
+
+def test_a_run_with_postgres_down_pages_and_fails(system_health_dag, airflow_db, alert_fakes, pg_cluster, monkeypatch):
+    from trading_ops.localpg import free_port
+
+    slack, pagerduty = alert_fakes
+    monkeypatch.setenv("AIRFLOW_CONN_TRADING_DB", f"postgresql://postgres:x@127.0.0.1:{free_port()}/trading_db")
+
+    run = system_health_dag.test(logical_date=FIRST_RUN + timedelta(hours=1))
+
+    assert run.state == "failed"
+    assert _states(run) == {
+        "collect_host_metrics": "success",
+        "collect_postgres_metrics": "success",
+        "collect_application_metrics": "skipped",
+        "evaluate_alert_rules": "failed",
+    }
+    sources = sources_of(slack.messages())
+    # Rules on this host's CPU, memory and disks may hold too; these two are certain.
+    assert sources[0] != "system_health.evaluate_alert_rules" and sources[-1] == "system_health.evaluate_alert_rules"
+    assert "system_health/postgres_down" in sources
+    failure = slack.messages()[-1]["text"]
+    assert "PostgreSQL (trading_db) is unreachable: only pg_up was measured there." in failure
+    assert pagerduty.incidents == {"trading-ops/system_health/postgres_down": "triggered"}
 
 
 def test_collectors_read_the_real_sources_with_the_policy(fresh_db):

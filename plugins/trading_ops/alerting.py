@@ -2,7 +2,8 @@
 
 Contract (other modules rely on it): build an `Alert` and call `send_alert(alert)`; call `resolve_alert(alert)`
 with the same dedup key when the condition has cleared. A task failure goes through `notify_task_failure(context)`,
-the shared `on_failure_callback`.
+the shared `on_failure_callback`; `notify_task_recovery(context)`, the shared `on_success_callback`, resolves that
+alert when the task later succeeds.
 
 Routing comes from the policy. An alert's severity is an incident level (P1/P2/P3) or a rule severity
 (critical/warning/info = P1/P2/P3); the level's Slack channels receive it through the `slack_alerts` webhook
@@ -13,8 +14,10 @@ and procedure, and a link to the Airflow run.
 PagerDuty deduplicates on the dedup key, so repeats update one incident. Slack has no such thing, so identical
 alerts (same dedup key, level, source and summary) inside `alerting.group_window` are counted, not re-sent; that
 window lives in the `ops` schema of `alerting.state_conn_id`. When that database is unreachable (which may be the
-very reason of the alert) the alert is delivered ungrouped. Delivery never raises: a failed delivery is logged at
-ERROR with the whole message, so a failing callback never hides the task's own error.
+very reason of the alert) the alert is delivered ungrouped. A notification that did not reach every destination
+does not open the window, so the next identical alert goes out again. Delivery never raises: a failed delivery is
+logged at ERROR with the whole message, so a failing callback never hides the task's own error; callers that must
+act on it look at the returned `Delivery`.
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ class Delivery:
     sent: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     grouped: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """Every destination got it, now or (grouped) with the notification it was grouped into."""
+        return self.grouped or (bool(self.sent) and not self.failed)
 
 
 def format_duration(value: timedelta) -> str:
@@ -179,8 +187,8 @@ def _group_key(alert: Alert) -> str:
     return hashlib.sha256("\x1f".join((alert.key, alert.level, alert.source, alert.summary)).encode()).hexdigest()
 
 
-def _record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool, int]:
-    """(send?, occurrences grouped into the previous notification). Unreachable state: send, ungrouped."""
+def _record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool, int, bool]:
+    """(send?, occurrences grouped into the previous notification, recorded?). Unreachable state: send, ungrouped."""
     from trading_ops.db import connection
     from trading_ops.sqlfiles import load_sql
 
@@ -200,7 +208,7 @@ def _record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool
                 },
             ).fetchone()
             conn.commit()
-            return sent, grouped
+            return sent, grouped, True
     except Exception:
         log.exception(
             "Alert grouping state in %r is unavailable; delivering %s alert %r ungrouped",
@@ -208,7 +216,25 @@ def _record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool
             alert.level,
             alert.summary,
         )
-        return True, 0
+        return True, 0, False
+
+
+def _undo_occurrence(alert: Alert, policy: Policy) -> None:
+    from trading_ops.db import connection
+    from trading_ops.sqlfiles import load_sql
+
+    try:
+        with connection(policy.alerting.state_conn_id) as conn:
+            conn.execute(load_sql("alerting/undo_alert_occurrence.sql"), {"group_key": _group_key(alert)})
+            conn.commit()
+    except Exception:
+        log.exception(
+            "Alert grouping state in %r is unavailable; an identical alert within %s may be grouped into the "
+            "undelivered %r",
+            policy.alerting.state_conn_id,
+            format_duration(policy.alerting.group_window),
+            alert.summary,
+        )
 
 
 def _forget_occurrences(alert: Alert, policy: Policy) -> None:
@@ -290,7 +316,7 @@ def _deliver(alert: Alert, policy: Policy, *, resolved: bool, grouped: int = 0) 
 def send_alert(alert: Alert) -> Delivery:
     """Route an alert to its Slack channels (and PagerDuty for a paging level), unless grouped; never raises."""
     policy = load_policy()
-    sent, grouped = _record_occurrence(alert, policy, alert.raised_at or datetime.now(UTC))
+    sent, grouped, recorded = _record_occurrence(alert, policy, alert.raised_at or datetime.now(UTC))
     if not sent:
         log.warning(
             "%s alert %r from %s grouped: an identical one was sent less than %s ago",
@@ -300,7 +326,10 @@ def send_alert(alert: Alert) -> Delivery:
             format_duration(policy.alerting.group_window),
         )
         return Delivery(grouped=True)
-    return _deliver(alert, policy, resolved=False, grouped=grouped)
+    delivery = _deliver(alert, policy, resolved=False, grouped=grouped)
+    if recorded and not delivery.complete:
+        _undo_occurrence(alert, policy)
+    return delivery
 
 
 def resolve_alert(alert: Alert) -> Delivery:
@@ -317,6 +346,17 @@ def first_lines(error: BaseException | str | None, count: int) -> str:
     return "\n".join(text.strip().splitlines()[:count])
 
 
+def _task_failure_alert(ti, policy: Policy, details: dict | None = None) -> Alert:
+    return Alert(
+        severity=policy.level_for_dag(ti.dag_id),
+        source=f"{ti.dag_id}.{ti.task_id}",
+        summary=f"{ti.dag_id}: task {ti.task_id} failed",
+        details=details or {},
+        dedup_key=f"trading-ops/{ti.dag_id}/{ti.task_id}",
+        run_url=airflow_run_url(policy, ti.dag_id, ti.run_id, ti.task_id),
+    )
+
+
 def notify_task_failure(context) -> Delivery:
     """The shared on_failure_callback: one alert at the DAG's incident level, naming the task and its error."""
     ti = context["ti"]
@@ -325,13 +365,38 @@ def notify_task_failure(context) -> Delivery:
     if getattr(ti, "map_index", -1) >= 0:
         details["map index"] = ti.map_index
     details["error"] = first_lines(context.get("exception"), policy.alerting.error_lines)
-    return send_alert(
-        Alert(
-            severity=policy.level_for_dag(ti.dag_id),
-            source=f"{ti.dag_id}.{ti.task_id}",
-            summary=f"{ti.dag_id}: task {ti.task_id} failed",
-            details=details,
-            dedup_key=f"trading-ops/{ti.dag_id}/{ti.task_id}",
-            run_url=airflow_run_url(policy, ti.dag_id, ti.run_id, ti.task_id),
+    return send_alert(_task_failure_alert(ti, policy, details))
+
+
+def _failure_is_open(alert: Alert, policy: Policy) -> bool:
+    """Whether a failure alert with this dedup key was raised and not resolved: one indexed lookup."""
+    import psycopg
+
+    from trading_ops.db import connection
+    from trading_ops.sqlfiles import load_sql
+
+    try:
+        with connection(policy.alerting.state_conn_id, autocommit=True) as conn:
+            return conn.execute(load_sql("alerting/select_open_alert.sql"), {"dedup_key": alert.key}).fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        return False  # no alert was ever raised here
+    except Exception:
+        log.warning(
+            "Alert grouping state in %r is unavailable; %r is not resolved even if it was open",
+            policy.alerting.state_conn_id,
+            alert.summary,
+            exc_info=True,
         )
-    )
+        return False
+
+
+def notify_task_recovery(context) -> Delivery | None:
+    """The shared on_success_callback: resolves the task's failure alert (Slack note, PagerDuty `resolve`) when one
+    is open; otherwise does nothing but look."""
+    ti = context["ti"]
+    if getattr(ti, "map_index", -1) >= 0:
+        # One dedup key stands for every mapped instance: one instance's success says nothing of another's failure.
+        return None
+    policy = load_policy()
+    alert = _task_failure_alert(ti, policy)
+    return resolve_alert(alert) if _failure_is_open(alert, policy) else None

@@ -38,6 +38,13 @@ def task_failure_callback(context) -> None:
     notify_task_failure(context)
 
 
+def task_success_callback(context) -> None:
+    """Resolve the task's failure alert when an earlier run's failure of it is still open."""
+    from trading_ops.alerting import notify_task_recovery
+
+    notify_task_recovery(context)
+
+
 def run_time(context) -> datetime:
     """The run's time, which every cutoff is taken from so a rerun or backfill does the same thing: the end of its
     data interval, or `run_after` for a manual run triggered without a logical date."""
@@ -54,6 +61,7 @@ def default_args(**overrides) -> dict:
         "max_retry_delay": timedelta(minutes=20),
         "execution_timeout": timedelta(hours=1),
         "on_failure_callback": task_failure_callback,
+        "on_success_callback": task_success_callback,
     }
     args.update(overrides)
     return args

@@ -25,8 +25,9 @@ def events_base_url(host: str | None, port: int | None) -> str | None:
 
 class RegionalPagerdutyEventsHook(PagerdutyEventsHook):
     def __init__(self, pagerduty_events_conn_id: str, timeout: float | None = None) -> None:
-        super().__init__(pagerduty_events_conn_id=pagerduty_events_conn_id)
         conn = self.get_connection(pagerduty_events_conn_id)
+        # The key handed over directly: the provider would read the connection a second time for it.
+        super().__init__(integration_key=conn.password)
         self.base_url = events_base_url(conn.host, conn.port)
         self.ca_bundle = (conn.extra_dejson or {}).get("ca_bundle")
         self.timeout = timeout

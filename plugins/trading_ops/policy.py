@@ -105,17 +105,45 @@ class PostgresThresholds(Strict):
     wal_archive_failure_severity: Severity
 
 
+# The metrics system_health's collectors measure, besides `disk_usage_percent.<disk_paths key>` and the
+# `prometheus_queries` keys; `alert_rules` may watch only these (tests keep the collectors to these names).
+HOST_METRICS = ("cpu_usage_percent", "memory_usage_percent")
+POSTGRES_METRICS = (
+    "pg_up",
+    "pg_connections",
+    "pg_max_connections",
+    "pg_connection_usage_percent",
+    "pg_replicas",
+    "pg_replication_lag_seconds",
+    "pg_longest_transaction_seconds",
+    "pg_wal_archive_failed_count",
+    "pg_wal_archive_failing",
+    "pg_database_size_bytes",
+)
+
+
 class MetricSources(Strict):
     disk_paths: dict[str, str]
     database_conn_id: str
-    prometheus_url: str | None = None
+    # An HTTP connection to a Prometheus-compatible query API; None: no application metrics.
+    prometheus_conn_id: str | None = None
     prometheus_queries: dict[str, str] = {}
     prometheus_timeout: Duration
+
+    def metric_names(self) -> list[str]:
+        return [
+            *HOST_METRICS,
+            *(f"disk_usage_percent.{name}" for name in self.disk_paths),
+            *POSTGRES_METRICS,
+            *self.prometheus_queries,
+        ]
 
 
 class Monitoring(Strict):
     schedule: Cron
     threshold_for: Duration
+    # Critical thresholds page this PagerDuty service; None: thresholds go to Slack only and only alert_rules page.
+    threshold_pagerduty_service: str | None = None
     system_health: SystemHealthThresholds
     application_metrics: ApplicationThresholds
     postgres: PostgresThresholds
@@ -548,6 +576,18 @@ class Policy(Strict):
             raise ValueError(f"incident_levels lacks {', '.join(sorted(missing))}")
         return self
 
+    @model_validator(mode="after")
+    def _alert_rules_watch_measured_metrics(self) -> Policy:
+        # A rule on a metric nobody measures would never fire, silently.
+        known = self.monitoring.sources.metric_names()
+        for index, rule in enumerate(self.alert_rules):
+            if rule.metric not in known:
+                raise ValueError(
+                    f"alert_rules.{index} ({rule.name}) watches {rule.metric!r}, which system_health does not "
+                    f"measure; use one of {', '.join(known)}"
+                )
+        return self
+
     def level_for_dag(self, dag_id: str) -> IncidentLevelName:
         return self.alerting.dag_levels.get(dag_id, self.alerting.default_level)
 
@@ -557,8 +597,11 @@ def policy_path() -> Path:
 
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"] if part not in ("function-after",)) or "(top level)"
+    key = ".".join(str(part) for part in error["loc"] if part not in ("function-after",))
     message = error["msg"].removeprefix("Value error, ")
+    if not key:
+        # A check across sections names its keys itself.
+        return message
     if error["type"] == "extra_forbidden":
         message = "is not a known setting"
     elif error["type"] == "missing":

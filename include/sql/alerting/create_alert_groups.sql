@@ -1,5 +1,8 @@
 -- The grouping window of alert notifications: one row per distinct alert (dedup key, level, source, summary).
--- Runs on every use: keep the "already exists, skipping" notices out of the task log.
+-- The advisory lock is the one every DDL of the `ops` schema takes (see security/create_findings_tables.sql), so
+-- DAGs starting together do not race on CREATE SCHEMA. Runs on every use: keep the "already exists, skipping"
+-- notices out of the task log.
+SELECT pg_advisory_xact_lock(hashtext('trading_ops.security.findings_store'));
 SET LOCAL client_min_messages = warning;
 CREATE SCHEMA IF NOT EXISTS ops;
 CREATE TABLE IF NOT EXISTS ops.alert_groups (
@@ -9,6 +12,7 @@ CREATE TABLE IF NOT EXISTS ops.alert_groups (
     source text NOT NULL,
     summary text NOT NULL,
     first_seen_at timestamptz NOT NULL,
+    -- '-infinity' when the latest notification reached no destination or not all of them
     last_sent_at timestamptz NOT NULL,
     -- whether the latest occurrence was sent (true) or grouped into the previous notification (false)
     sent boolean NOT NULL,
