@@ -17,9 +17,10 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from trading_ops.http_connections import http_session
 from trading_ops.policy import Policy
 from trading_ops.security.findings import CheckSourceError, Finding
-from trading_ops.security.sources import http_session, project_file
+from trading_ops.security.sources import project_file
 from trading_ops.security.vulnerabilities import osv_advisory_ids, osv_endpoint
 
 CHECK = "dependency_updates"

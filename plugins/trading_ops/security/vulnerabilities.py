@@ -14,9 +14,10 @@ import sys
 import tempfile
 from datetime import datetime
 
+from trading_ops.http_connections import http_session
 from trading_ops.policy import Policy
 from trading_ops.security.findings import CheckSourceError, Finding
-from trading_ops.security.sources import http_session, project_file
+from trading_ops.security.sources import project_file
 
 CHECK = "vulnerability_scan"
 
