@@ -4,7 +4,7 @@
 -- The advisory lock is the one every DDL of the `ops` schema takes (see security/create_findings_tables.sql), so
 -- DAGs starting together do not race on CREATE SCHEMA. Runs on every use: keep the "already exists, skipping"
 -- notices out of the task log.
-SELECT pg_advisory_xact_lock(hashtext('trading_ops.security.findings_store'));
+SELECT pg_advisory_xact_lock(hashtext('trading_ops.ops_schema_ddl'));
 SET LOCAL client_min_messages = warning;
 CREATE SCHEMA IF NOT EXISTS ops;
 CREATE TABLE IF NOT EXISTS ops.alert_rule_state (

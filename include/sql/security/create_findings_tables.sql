@@ -1,6 +1,6 @@
 -- The findings history of the security checks: one row per check run, one per finding of that run.
 -- The advisory lock keeps two DAGs that start together from racing on CREATE SCHEMA.
-SELECT pg_advisory_xact_lock(hashtext('trading_ops.security.findings_store'));
+SELECT pg_advisory_xact_lock(hashtext('trading_ops.ops_schema_ddl'));
 CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {runs} (
     check_name       text NOT NULL,
