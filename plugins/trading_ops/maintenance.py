@@ -159,6 +159,8 @@ def partition_moves(conn: psycopg.Connection, target: ArchiveTarget, cutoff: dat
         else:
             log.warning("%s is detached but not older than the cutoff: left alone", partition.name)
     archived = list_partitions(conn, target.schema, target.archive)
+    # A pending detach makes PostgreSQL refuse any other DETACH CONCURRENTLY on the table: finalize those first.
+    candidates.sort(key=lambda candidate: (candidate[1] != "detach pending", candidate[0].lower))
     return [
         PartitionMove(p.name, p.lower, p.upper, state, p.bytes, p.rows_estimate, overlaps(archived, p.lower, p.upper))
         for p, state in candidates
