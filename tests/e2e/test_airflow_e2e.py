@@ -7,7 +7,9 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 # (dag_id, conf, expected final state); each issue adds its DAGs here.
-E2E_RUNS: list[tuple[str, dict, str]] = []
+E2E_RUNS: list[tuple[str, dict, str]] = [
+    ("db_maintenance", {"dry_run": False}, "success"),
+]
 
 
 def test_standalone_serves_the_api_with_a_fixed_login(airflow_standalone):
