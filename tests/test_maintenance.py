@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
+import airflow  # noqa: F401 (Airflow configures logging on import: before caplog attaches, not during a test)
 import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import DEMO_END, ROOT
+from tests.conftest import ROOT
 from trading_ops import maintenance
 from trading_ops.maintenance import MaintenanceError, archive_cutoff, run_time
 from trading_ops.partitioning import APPLICATION_NAME, maintenance_session
@@ -58,45 +59,6 @@ def old_rows_checksum(conn, table: str, time_column="timestamp") -> tuple[int, s
         "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t.id)) FROM {table} AS t WHERE {column} < %(cutoff)s"
     ).format(table=sql.Identifier(table), column=sql.Identifier(time_column))
     return tuple(conn.execute(query, {"cutoff": CUTOFF}).fetchone())
-
-
-class Writer(threading.Thread):
-    """A trading writer: inserts one fresh bar at a time (autocommit) and records how long each insert took."""
-
-    def __init__(self, conninfo: str, start: datetime = DEMO_END):
-        super().__init__(daemon=True)
-        self.conninfo, self.start_at = conninfo, start
-        self.latencies: list[float] = []
-        self.ids: list[int] = []
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with psycopg.connect(self.conninfo, autocommit=True) as conn:
-                while not self.stopping.is_set():
-                    moment = self.start_at + timedelta(seconds=len(self.ids))
-                    started = time.perf_counter()
-                    (new_id,) = conn.execute(
-                        'INSERT INTO market_data (symbol, "timestamp", open, high, low, close, volume)'
-                        " VALUES ('AAPL', %s, 100, 101, 99, 100.5, 1000) RETURNING id",
-                        (moment,),
-                    ).fetchone()
-                    self.latencies.append(time.perf_counter() - started)
-                    self.ids.append(new_id)
-                    time.sleep(0.005)
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(30)
-        if self.error:
-            raise self.error
-
-    @property
-    def worst_ms(self) -> float:
-        return max(self.latencies) * 1000
 
 
 def index_filenodes(conn) -> dict[str, int]:
@@ -149,18 +111,29 @@ def test_run_time_is_the_data_interval_end_or_run_after_for_manual_runs():
 # --- archive, unpartitioned ------------------------------------------------------------------------------------
 
 
-def test_archive_moves_exactly_the_rows_older_than_the_cutoff_in_batches_and_a_rerun_moves_nothing(db, make_policy):
+def test_archive_moves_exactly_the_rows_older_than_the_cutoff_in_batches_and_a_rerun_moves_nothing(
+    db, make_policy, caplog
+):
     make_policy({"maintenance.archive.batch_size": 1000})
     before = table_counts(db)
     old = old_rows_checksum(db, "market_data")
     assert old[0] > 10_000
+    # Batches are ranges of 1000 keys from the oldest row's key: one transaction per range holding old rows.
+    (key_ranges,) = db.execute(
+        'SELECT count(DISTINCT (id - (SELECT min(id) FROM market_data WHERE "timestamp" < %(cutoff)s)) / 1000)'
+        ' FROM market_data WHERE "timestamp" < %(cutoff)s',
+        {"cutoff": CUTOFF},
+    ).fetchone()
 
-    summary = run(maintenance.archive_old_rows, MOMENT)
+    with caplog.at_level(logging.INFO, logger="trading_ops"):
+        summary = run(maintenance.archive_old_rows, MOMENT)
 
     after = table_counts(db)
     assert summary["cutoff"] == CUTOFF.isoformat()
-    assert summary["rows_moved"] == old[0] and summary["batches"] == -(-old[0] // 1000)
-    assert summary["partitions_moved"] == 0 and summary["rows_left_behind"] == 0
+    assert summary["rows_moved"] == old[0] and summary["batches"] == key_ranges
+    batch_rows = [int(line.split(": ")[1].split()[0]) for line in caplog.messages if line.startswith("batch ")]
+    assert len(batch_rows) == key_ranges and max(batch_rows) <= 1000 and sum(batch_rows) == old[0]
+    assert summary["partitions_moved"] == 0 and summary["row_bytes_estimate"] > 50 * old[0]
     assert summary["bytes_moved"] > 0 and summary["wal_bytes"] > 0 and summary["duration_seconds"] > 0
     assert after == {**after, "total": before["total"], "in_both": 0, "old_left": 0, "archive": old[0]}
     assert old_rows_checksum(db, "market_data_archive") == old
@@ -237,10 +210,18 @@ def kill_mid_batch_then_rerun(pg_cluster, db, batched_from: datetime, batch_size
     """Pause the archive inside its third batch (a row trigger waits on an advisory lock this test holds), SIGKILL
     the worker there, let the server roll the batch back, then check the tables and rerun. Rows older than
     `batched_from` move before the batches (whole partitions)."""
-    pause_key = db.execute(
-        'SELECT id FROM market_data WHERE "timestamp" >= %s AND "timestamp" < %s ORDER BY id OFFSET %s LIMIT 1',
-        (batched_from, CUTOFF, batch_size * 2 + batch_size // 2),
-    ).fetchone()[0]
+    batched = '"timestamp" >= %(from)s AND "timestamp" < %(cutoff)s'
+    bounds = {"from": batched_from, "cutoff": CUTOFF}
+    (first_key,) = db.execute(f"SELECT min(id) FROM market_data WHERE {batched}", bounds).fetchone()
+    (pause_key,) = db.execute(
+        f"SELECT min(id) FROM market_data WHERE {batched} AND id >= %(key)s",
+        {**bounds, "key": first_key + 2 * batch_size},
+    ).fetchone()
+    # Batches are key ranges of batch_size keys from first_key: the ones before the paused one commit.
+    paused_batch_start = first_key + (pause_key - first_key) // batch_size * batch_size
+    (committed_before_pause,) = db.execute(
+        f"SELECT count(*) FROM market_data WHERE {batched} AND id < %(key)s", {**bounds, "key": paused_batch_start}
+    ).fetchone()
     db.execute(
         "CREATE FUNCTION pause_archive() RETURNS trigger LANGUAGE plpgsql AS "
         f"$$BEGIN PERFORM pg_advisory_xact_lock_shared({PAUSE_LOCK}); RETURN OLD; END$$"
@@ -282,11 +263,11 @@ def kill_mid_batch_then_rerun(pg_cluster, db, batched_from: datetime, batch_size
     after_kill = table_counts(db)
     assert paused["in_both"] == 0 and after_kill["in_both"] == 0
     assert after_kill["total"] == before["total"]
-    # Two batches were committed before the pause; the third rolled back.
+    # The batches before the paused one were committed; the paused one rolled back.
     (moved_whole,) = db.execute(
         'SELECT count(*) FROM market_data_archive WHERE "timestamp" < %s', (batched_from,)
     ).fetchone()
-    assert after_kill["archive"] - moved_whole == 2 * batch_size
+    assert after_kill["archive"] - moved_whole == committed_before_pause > 0
 
     db.execute("DROP TRIGGER pause_archive ON market_data")
     run(maintenance.archive_old_rows, MOMENT)

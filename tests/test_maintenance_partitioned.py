@@ -10,10 +10,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bench.maintenance import InsertProbe
+from tests.conftest import DEMO_END
 from tests.test_maintenance import (  # noqa: F401 (db_fixture provides the `db` fixture)
     CUTOFF,
     MOMENT,
-    Writer,
     cfg,
     db_fixture,
     kill_mid_batch_then_rerun,
@@ -67,7 +68,7 @@ def test_conversion_builds_the_monthly_layout_with_every_row_while_a_writer_keep
     try:
         db.execute(sql.SQL("GRANT SELECT, INSERT ON market_data TO {}").format(sql.Identifier(role)))
         original = all_rows_checksum(db, "market_data")
-        writer = Writer(pg_cluster.conninfo(db.info.dbname))
+        writer = InsertProbe(pg_cluster.conninfo(db.info.dbname), DEMO_END)
         writer.start()
         wait_for(lambda: len(writer.ids) > 20, what="the writer to insert")
         plans = convert()
@@ -173,8 +174,8 @@ def test_expired_partitions_move_whole_and_only_the_straddling_month_moves_row_b
 
     moved = [f"market_data_p{month}" for month in MONTHS[:9]]
     assert summary["partition_names"] == moved and summary["partitions_moved"] == 9
-    assert summary["rows_moved"] == straddling and summary["batches"] == -(-straddling // 200)
-    assert summary["partition_bytes"] > 0 and summary["rows_left_behind"] == 0
+    assert summary["rows_moved"] == straddling and summary["batches"] >= -(-straddling // 200)
+    assert summary["partition_bytes"] > 0 and summary["bytes_moved"] > summary["partition_bytes"]
     assert partitions_of(db, "market_data_archive") == [f"market_data_archive_p{month}" for month in MONTHS[:10]]
     assert partitions_of(db, "market_data") == SOURCE_PARTITIONS[9:]
     after = table_counts(db)

@@ -169,7 +169,8 @@ def partition_moves(conn: psycopg.Connection, target: ArchiveTarget, cutoff: dat
 
 def _move_partition(conn: psycopg.Connection, cfg: Maintenance, target: ArchiveTarget, move: PartitionMove) -> None:
     schema = target.schema
-    finish_detach(conn, cfg, schema, target.source, move.name)
+    if move.state != "detached":
+        finish_detach(conn, cfg, schema, target.source, move.name, pending=move.state == "detach pending")
     if move.merge_into_archive:
         ensure_partitions(conn, cfg, schema, target.archive, months_from(move.lower, move.lower))
 
@@ -201,6 +202,7 @@ class RowsToMove:
     rows: int
     oldest: datetime | None
     first_key: int | None
+    last_key: int | None
 
 
 def rows_to_move(conn: psycopg.Connection, cfg: Maintenance, cutoff: datetime) -> RowsToMove:
@@ -225,7 +227,6 @@ def _batch_statements(cfg: Maintenance) -> dict:
         "key_column": archive.key_column,
     }
     return {
-        "bounds": load_sql("maintenance/archive_batch_bounds.sql", **names),
         "insert": load_sql(
             "maintenance/archive_batch_insert.sql", archive=(archive.schema_, archive.archive_table), **names
         ),
@@ -233,46 +234,43 @@ def _batch_statements(cfg: Maintenance) -> dict:
     }
 
 
-def _move_batch(conn: psycopg.Connection, statements: dict, params: dict) -> tuple[int, int, int] | None:
-    """One batch in one transaction: (last key, rows, bytes), or None when no row is left to move."""
+def _move_batch(conn: psycopg.Connection, statements: dict, params: dict) -> int:
+    """Copy then delete one key range in one transaction; returns the rows moved."""
     with conn.transaction():
-        last_key, rows, size = conn.execute(statements["bounds"], params).fetchone()
-        if not rows:
-            return None
-        params = {**params, "last_key": last_key}
-        inserted = conn.execute(statements["insert"], params).rowcount
+        copied = conn.execute(statements["insert"], params).rowcount
         deleted = conn.execute(statements["delete"], params).rowcount
-        if not inserted == deleted == rows:
+        if copied != deleted:
             raise MaintenanceError(
-                f"Archive batch after key {params['after']} copied {inserted} rows but deleted {deleted} "
-                f"(expected {rows}); it was rolled back."
+                f"Archive batch of keys [{params['first_key']}, {params['end_key']}) copied {copied} rows but "
+                f"deleted {deleted}; it was rolled back."
             )
-        return last_key, rows, size
+        return copied
 
 
 def move_rows(conn: psycopg.Connection, cfg: Maintenance, cutoff: datetime, pending: RowsToMove) -> dict:
-    """Move every row older than the cutoff in batches of batch_size, logging progress; returns the totals."""
+    """Move the rows older than the cutoff in key ranges of batch_size keys, oldest key first, one transaction
+    each, logging progress; returns the totals. Rows given an old time after `pending` was counted are left to the
+    next run."""
     statements = _batch_statements(cfg)
     batch_size = cfg.archive.batch_size
-    params = {"after": pending.first_key - 1, "cutoff": cutoff, "batch_size": batch_size}
-    moved = size = batches = 0
+    moved = batches = 0
     started = time.perf_counter()
     conn.isolation_level = IsolationLevel.REPEATABLE_READ
     try:
-        while True:
-            result = with_lock_retries(
-                lambda: _move_batch(conn, statements, params), f"archive batch {batches + 1}", cfg
+        for first_key in range(pending.first_key, pending.last_key + 1, batch_size):
+            params = {"first_key": first_key, "end_key": first_key + batch_size, "cutoff": cutoff}
+            rows = with_lock_retries(
+                lambda params=params: _move_batch(conn, statements, params), f"archive batch {batches + 1}", cfg
             )
-            if result is None:
-                break
-            last_key, rows, batch_bytes = result
-            moved, size, batches = moved + rows, size + batch_bytes, batches + 1
-            params["after"] = last_key
+            if not rows:
+                continue
+            moved, batches = moved + rows, batches + 1
             log.info(
-                "batch %d: %d rows moved (up to key %s); %d of %d moved, %d remaining, %.1f s",
+                "batch %d: %d rows moved (keys %d to %d); %d of %d moved, %d remaining, %.1f s",
                 batches,
                 rows,
-                last_key,
+                first_key,
+                first_key + batch_size - 1,
                 moved,
                 pending.rows,
                 max(pending.rows - moved, 0),
@@ -280,7 +278,14 @@ def move_rows(conn: psycopg.Connection, cfg: Maintenance, cutoff: datetime, pend
             )
     finally:
         conn.isolation_level = None
-    return {"rows": moved, "bytes": size, "batches": batches}
+    return {"rows": moved, "batches": batches}
+
+
+def _average_row_bytes(conn: psycopg.Connection, target: ArchiveTarget) -> int:
+    (size,) = conn.execute(
+        load_sql("maintenance/average_row_bytes.sql"), {"schema": target.schema, "table": target.source}
+    ).fetchone()
+    return size
 
 
 def _wal_position(conn: psycopg.Connection) -> int:
@@ -315,12 +320,10 @@ def archive_old_rows(conn: psycopg.Connection, cfg: Maintenance, moment: datetim
     if pending.rows and target.archive_layout.partitioned:
         last_month = cutoff - timedelta(microseconds=1)
         ensure_partitions(conn, cfg, schema, target.archive, months_from(pending.oldest, last_month))
-    log.info("%d rows older than %s to move in batches of %d", pending.rows, cutoff, cfg.archive.batch_size)
-    rows = move_rows(conn, cfg, cutoff, pending) if pending.rows else {"rows": 0, "bytes": 0, "batches": 0}
-    left = rows_to_move(conn, cfg, cutoff).rows
-    if left:
-        log.warning("%d rows older than the cutoff are still in %s (locked or inserted meanwhile)", left, target.source)
+    log.info("%d rows older than %s to move in batches of %d keys", pending.rows, cutoff, cfg.archive.batch_size)
+    rows = move_rows(conn, cfg, cutoff, pending) if pending.rows else {"rows": 0, "batches": 0}
     partition_bytes = sum(move.bytes for move in moves)
+    row_bytes = rows["rows"] * _average_row_bytes(conn, target) if rows["rows"] else 0
     summary = {
         "cutoff": cutoff.isoformat(),
         "source": _qualified(schema, target.source),
@@ -331,10 +334,9 @@ def archive_old_rows(conn: psycopg.Connection, cfg: Maintenance, moment: datetim
         "partition_rows_estimate": sum(move.rows_estimate for move in moves),
         "partition_bytes": partition_bytes,
         "rows_moved": rows["rows"],
-        "row_bytes": rows["bytes"],
+        "row_bytes_estimate": row_bytes,
         "batches": rows["batches"],
-        "bytes_moved": partition_bytes + rows["bytes"],
-        "rows_left_behind": left,
+        "bytes_moved": partition_bytes + row_bytes,
         "wal_bytes": _wal_position(conn) - wal_start,
         "duration_seconds": round(time.perf_counter() - started, 3),
     }
@@ -563,7 +565,7 @@ def plan_maintenance(conn: psycopg.Connection, cfg: Maintenance, moment: datetim
                 asdict(move) | {"lower": str(move.lower), "upper": str(move.upper)} for move in moves
             ],
             "rows_to_move": pending,
-            "batches": -(-pending // cfg.archive.batch_size),
+            "batch_size": cfg.archive.batch_size,
         },
         "partitions_to_create": premake,
         "analyze": [_qualified(schema, table) for schema, table in tables_to_analyze(conn, cfg)],
@@ -593,7 +595,7 @@ def describe_plan(plan: dict) -> str:
             f"  partition {move['name']} [{move['lower']}, {move['upper']}) {move['state']}, about "
             f"{move['rows_estimate']} rows, {move['bytes']} bytes: detach, {how}"
         )
-    lines.append(f"  rows to move in batches: {archive['rows_to_move']} ({archive['batches']} batches)")
+    lines.append(f"  rows to move in batches of at most {archive['batch_size']}: {archive['rows_to_move']}")
     lines.append(f"Partitions to create ahead: {', '.join(plan['partitions_to_create']) or 'none'}")
     lines.append(f"Tables to analyze: {', '.join(plan['analyze']) or 'none'}")
     lines.append("Indexes:")

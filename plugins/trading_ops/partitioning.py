@@ -256,16 +256,22 @@ def ensure_partitions(
     return created
 
 
-def finish_detach(conn: psycopg.Connection, cfg: Maintenance, schema: str, parent: str, partition: str) -> None:
-    """Detach `partition` without blocking writers; if an earlier DETACH CONCURRENTLY was interrupted (the partition
-    is "detach pending"), FINALIZE it. Re-reads the state at each attempt, because a lock timeout in the second
-    phase of DETACH CONCURRENTLY leaves the partition pending."""
+def finish_detach(
+    conn: psycopg.Connection, cfg: Maintenance, schema: str, parent: str, partition: str, *, pending: bool
+) -> None:
+    """Detach `partition` without blocking writers, or FINALIZE the DETACH CONCURRENTLY an earlier run started
+    (`pending`). A retry re-reads the state first: a lock timeout in the second phase of DETACH CONCURRENTLY leaves
+    the partition pending."""
+    attempts = itertools.count()
 
     def detach() -> None:
-        state = {p.name: p for p in list_partitions(conn, schema, parent)}.get(partition)
-        if state is None:
-            return
-        name = "finalize_partition_detach.sql" if state.detach_pending else "detach_partition_concurrently.sql"
+        is_pending = pending
+        if next(attempts):
+            state = {p.name: p for p in list_partitions(conn, schema, parent)}.get(partition)
+            if state is None:
+                return
+            is_pending = state.detach_pending
+        name = "finalize_partition_detach.sql" if is_pending else "detach_partition_concurrently.sql"
         conn.execute(load_sql(f"maintenance/{name}", parent=(schema, parent), partition=(schema, partition)))
 
     with_lock_retries(detach, f"detach {schema}.{partition}", cfg)
