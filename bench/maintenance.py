@@ -293,17 +293,13 @@ def main() -> None:
     cluster.start()
     try:
         prepare(cluster, args.rows)
+        month_start = datetime(2026, 11, 1, tzinfo=UTC)
         results = [
-            scenario(cluster, "unpartitioned", "base", END),
-            scenario(
-                cluster,
-                "partitioned, cutoff on a month boundary",
-                "base_partitioned",
-                datetime(2026, 11, 1, tzinfo=UTC),
-            ),
-            scenario(cluster, "partitioned, cutoff mid-month", "base_partitioned", END),
+            scenario(cluster, "unpartitioned", "base", END, args.repeat),
+            scenario(cluster, "partitioned, cutoff on a month boundary", "base_partitioned", month_start, args.repeat),
+            scenario(cluster, "partitioned, cutoff mid-month", "base_partitioned", END, args.repeat),
         ]
-        report(args.rows, results)
+        report(args.rows, args.repeat, results)
     finally:
         cluster.stop(mode="immediate")
         shutil.rmtree(work, ignore_errors=True)
