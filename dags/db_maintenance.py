@@ -28,6 +28,9 @@ never blocks the trading writers (no plain `REINDEX`, no long transaction, every
    an estimated bloat over `bloat_threshold_percent` (`bloated`); invalid indexes are rebuilt; leftovers are dropped
    again at the end. One index failing does not stop the others; the task then fails naming them.
 
+Archiving comes first (the manual's order is the reverse) because deleting the archived rows is what leaves the
+statistics stale and the indexes bloated, and the bloat estimate needs fresh statistics.
+
 **Idempotency.** Rerun any task or the whole run freely. The cutoff depends only on the run's logical date, so a
 rerun moves the rows the first attempt did not. A batch is one transaction: killed mid-way it rolls back, and the
 rerun moves it again. A partition left detached or "detach pending" by a stopped run is found by the next run

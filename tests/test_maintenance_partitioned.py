@@ -287,3 +287,29 @@ def test_a_default_partition_rules_out_concurrent_detach_with_one_sentence(db):
     ):
         run(maintenance.plan_maintenance, MOMENT)
     assert len(partitions_of(db, "market_data")) == len(SOURCE_PARTITIONS) + 1
+
+
+def test_the_conversion_command_plans_then_converts_both_tables(db, capsys):
+    import json
+
+    from trading_ops.partitioning import main
+
+    main(["convert", "--dry-run"])
+    planned = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(plan["table"], plan["status"]) for plan in planned] == [
+        ("market_data", "planned"),
+        ("market_data_archive", "planned"),
+    ]
+    assert db.execute("SELECT relkind FROM pg_class WHERE relname = 'market_data'").fetchone() == ("r",)
+
+    main(["convert"])
+    converted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(plan["table"], plan["status"]) for plan in converted] == [
+        ("market_data", "converted"),
+        ("market_data_archive", "converted"),
+    ]
+    assert converted[0]["rows_copied"] == 14600
+    kinds = db.execute(
+        "SELECT relname, relkind FROM pg_class WHERE relname IN ('market_data', 'market_data_archive') ORDER BY 1"
+    ).fetchall()
+    assert kinds == [("market_data", "p"), ("market_data_archive", "p")]

@@ -5,10 +5,11 @@ timestamp < NOW() - INTERVAL '3 months'; DELETE ...`) blocks every writer during
 in one transaction and depends on when it runs. Here:
 
 - archive: the cutoff is the run's logical date minus the retention, so a rerun moves the same rows. Rows move in
-  batches of `batch_size`, each one REPEATABLE READ transaction that copies and deletes exactly the same rows, so a
-  worker killed at any moment leaves every row in exactly one of the two tables. When market_data is partitioned by
-  month (see trading_ops.partitioning), partitions entirely older than the cutoff move whole: DETACH PARTITION
-  CONCURRENTLY, then ATTACH to the archive; only the partition straddling the cutoff moves row by row.
+  ranges of `batch_size` keys (so at most batch_size rows), each one REPEATABLE READ transaction that copies and
+  deletes exactly the same rows, so a worker killed at any moment leaves every row in exactly one of the two tables.
+  When market_data is partitioned by month (see trading_ops.partitioning), partitions entirely older than the cutoff
+  move whole: DETACH PARTITION CONCURRENTLY, then ATTACH to the archive; only the partition straddling the cutoff
+  moves row by row.
 - analyze: ANALYZE table by table, timed, VERBOSE output in the task log.
 - reindex: REINDEX INDEX CONCURRENTLY index by index, all of them or only those whose estimated bloat is over the
   policy's threshold; invalid leftovers of interrupted rebuilds are dropped before and after.
@@ -231,6 +232,7 @@ def _batch_statements(cfg: Maintenance) -> dict:
             "maintenance/archive_batch_insert.sql", archive=(archive.schema_, archive.archive_table), **names
         ),
         "delete": load_sql("maintenance/archive_batch_delete.sql", **names),
+        "next_key": load_sql("maintenance/next_key_to_archive.sql", **names),
     }
 
 
@@ -257,12 +259,16 @@ def move_rows(conn: psycopg.Connection, cfg: Maintenance, cutoff: datetime, pend
     started = time.perf_counter()
     conn.isolation_level = IsolationLevel.REPEATABLE_READ
     try:
-        for first_key in range(pending.first_key, pending.last_key + 1, batch_size):
+        first_key = pending.first_key
+        while first_key is not None and first_key <= pending.last_key:
             params = {"first_key": first_key, "end_key": first_key + batch_size, "cutoff": cutoff}
             rows = with_lock_retries(
                 lambda params=params: _move_batch(conn, statements, params), f"archive batch {batches + 1}", cfg
             )
             if not rows:
+                (first_key,) = conn.execute(
+                    statements["next_key"], {**params, "from_key": params["end_key"], "last_key": pending.last_key}
+                ).fetchone()
                 continue
             moved, batches = moved + rows, batches + 1
             log.info(
@@ -276,6 +282,7 @@ def move_rows(conn: psycopg.Connection, cfg: Maintenance, cutoff: datetime, pend
                 max(pending.rows - moved, 0),
                 time.perf_counter() - started,
             )
+            first_key += batch_size
     finally:
         conn.isolation_level = None
     return {"rows": moved, "batches": batches}
