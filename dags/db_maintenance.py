@@ -19,9 +19,9 @@ never blocks the trading writers (no plain `REINDEX`, no long transaction, every
    and `premake_partitions` months after it (pg_partman-style premake). Nothing to do when it is not partitioned.
 4. `archive_market_data`: cutoff = the run's logical date (manual runs: `run_after`) minus `retention_months`.
    Partitions entirely older than the cutoff are detached (`DETACH PARTITION ... CONCURRENTLY`) and attached to
-   the archive; the remaining old rows move in batches of `batch_size`, each its own REPEATABLE READ transaction
-   (copy, then delete the same rows). Logs progress per batch and returns the summary (rows and partitions moved,
-   bytes, WAL written, duration) as XCom.
+   the archive; the remaining old rows move in batches of about `batch_size` rows, each its own REPEATABLE READ
+   transaction (copy, then delete the same rows). Logs progress per batch and returns the summary (rows and
+   partitions moved, bytes, WAL written, duration) as XCom.
 5. `analyze_tables`: `ANALYZE (VERBOSE)` table by table with the time each took; the VERBOSE lines are in the log.
 6. `reindex_indexes`: drops invalid `_ccnew`/`_ccold` leftovers of interrupted rebuilds, then `REINDEX INDEX
    CONCURRENTLY` index by index: all of them (`reindex.mode: all`) or only those at least `min_index_size` big with

@@ -111,28 +111,38 @@ def test_run_time_is_the_data_interval_end_or_run_after_for_manual_runs():
 # --- archive, unpartitioned ------------------------------------------------------------------------------------
 
 
-def test_archive_moves_exactly_the_rows_older_than_the_cutoff_in_batches_and_a_rerun_moves_nothing(
+def logged_batches(caplog) -> list[int]:
+    return [int(message.split(": ")[1].split()[0]) for message in caplog.messages if message.startswith("batch ")]
+
+
+def test_a_backlog_moves_in_slices_of_pages_exactly_the_rows_older_than_the_cutoff_and_a_rerun_moves_nothing(
     db, make_policy, caplog
 ):
     make_policy({"maintenance.archive.batch_size": 1000})
     before = table_counts(db)
     old = old_rows_checksum(db, "market_data")
-    assert old[0] > 10_000
-    # Batches are ranges of 1000 keys from the oldest row's key: one transaction per range holding old rows.
-    (key_ranges,) = db.execute(
-        'SELECT count(DISTINCT (id - (SELECT min(id) FROM market_data WHERE "timestamp" < %(cutoff)s)) / 1000)'
-        ' FROM market_data WHERE "timestamp" < %(cutoff)s',
-        {"cutoff": CUTOFF},
+    assert old[0] > 0.7 * before["source"], "a backlog: most rows are older than the cutoff"
+    # Each batch is a slice of pages holding about 1000 rows by the planner's rows per page: the old rows per slice.
+    (pages_per_batch,) = db.execute(
+        "SELECT floor(1000 * pg_relation_size('market_data') / 8192 / reltuples)::int FROM pg_class"
+        " WHERE relname = 'market_data'"
     ).fetchone()
+    per_slice = [
+        rows
+        for (rows,) in db.execute(
+            'SELECT count(*) FROM market_data WHERE "timestamp" < %s'
+            " GROUP BY (ctid::text::point)[0]::int / %s ORDER BY 1 DESC",
+            (CUTOFF, pages_per_batch),
+        )
+    ]
 
     with caplog.at_level(logging.INFO, logger="trading_ops"):
         summary = run(maintenance.archive_old_rows, MOMENT)
 
     after = table_counts(db)
-    assert summary["cutoff"] == CUTOFF.isoformat()
-    assert summary["rows_moved"] == old[0] and summary["batches"] == key_ranges
-    batch_rows = [int(line.split(": ")[1].split()[0]) for line in caplog.messages if line.startswith("batch ")]
-    assert len(batch_rows) == key_ranges and max(batch_rows) <= 1000 and sum(batch_rows) == old[0]
+    assert summary["cutoff"] == CUTOFF.isoformat() and summary["batches_by"] == "pages"
+    assert summary["rows_moved"] == old[0] and summary["batches"] == len(per_slice)
+    assert sorted(logged_batches(caplog), reverse=True) == per_slice and max(per_slice) <= 1100
     assert summary["partitions_moved"] == 0 and summary["row_bytes_estimate"] > 50 * old[0]
     assert summary["bytes_moved"] > 0 and summary["wal_bytes"] > 0 and summary["duration_seconds"] > 0
     assert after == {**after, "total": before["total"], "in_both": 0, "old_left": 0, "archive": old[0]}
@@ -141,6 +151,31 @@ def test_archive_moves_exactly_the_rows_older_than_the_cutoff_in_batches_and_a_r
     again = run(maintenance.archive_old_rows, MOMENT)
     assert again["rows_moved"] == 0 and again["batches"] == 0
     assert table_counts(db) == after
+
+
+def test_a_daily_handful_moves_in_key_ranges_through_the_primary_key(db, make_policy, caplog):
+    make_policy({"maintenance.archive.batch_size": 100})
+    moment = datetime(2026, 2, 20, 3, tzinfo=UTC)
+    cutoff = archive_cutoff(moment, 3)
+    # Ranges of 100 keys, each starting at the next old row's key.
+    old_keys = [
+        key for (key,) in db.execute('SELECT id FROM market_data WHERE "timestamp" < %s ORDER BY id', (cutoff,))
+    ]
+    assert 0 < len(old_keys) < 0.1 * table_counts(db)["source"]
+    ranges, start = [], None
+    for key in old_keys:
+        if start is None or key >= start + 100:
+            start = key
+            ranges.append(0)
+        ranges[-1] += 1
+
+    with caplog.at_level(logging.INFO, logger="trading_ops"):
+        summary = run(maintenance.archive_old_rows, moment)
+
+    assert summary["batches_by"] == "key ranges" and summary["rows_moved"] == len(old_keys)
+    assert logged_batches(caplog) == ranges and max(ranges) <= 100
+    archived = [key for (key,) in db.execute("SELECT id FROM market_data_archive ORDER BY id")]
+    assert archived == old_keys
 
 
 def test_time_and_key_columns_come_from_the_policy_and_are_quoted(db, make_policy):
@@ -317,7 +352,7 @@ def test_a_batch_conflicting_with_a_writer_is_rolled_back_and_retried(
             summary = run(maintenance.archive_old_rows, MOMENT)
         releaser.join()
 
-    assert f"archive batch 1: {retried_because}; retry 1 of 3 in 1.0 s" in caplog.text
+    assert f"archive market_data pages 0 to 1266: {retried_because}; retry 1 of 3 in 1.0 s" in caplog.text
     after = table_counts(db)
     assert summary["batches"] == 1 and summary["rows_moved"] == old[0]
     assert after == {**after, "total": before["total"], "in_both": 0, "old_left": 0}

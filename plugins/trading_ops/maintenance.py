@@ -5,8 +5,9 @@ timestamp < NOW() - INTERVAL '3 months'; DELETE ...`) blocks every writer during
 in one transaction and depends on when it runs. Here:
 
 - archive: the cutoff is the run's logical date minus the retention, so a rerun moves the same rows. Rows move in
-  ranges of `batch_size` keys (so at most batch_size rows), each one REPEATABLE READ transaction that copies and
-  deletes exactly the same rows, so a worker killed at any moment leaves every row in exactly one of the two tables.
+  batches of about `batch_size` rows, each one REPEATABLE READ transaction that copies and deletes exactly the same
+  rows, so a worker killed at any moment leaves every row in exactly one of the two tables. A backlog is read in
+  slices of pages (sequentially, as the manual's statements read it); a daily handful through the primary key.
   When market_data is partitioned by month (see trading_ops.partitioning), partitions entirely older than the cutoff
   move whole: DETACH PARTITION CONCURRENTLY, then ATTACH to the archive; only the partition straddling the cutoff
   moves row by row.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -202,8 +204,6 @@ def _move_partition(conn: psycopg.Connection, cfg: Maintenance, target: ArchiveT
 class RowsToMove:
     rows: int
     oldest: datetime | None
-    first_key: int | None
-    last_key: int | None
 
 
 def rows_to_move(conn: psycopg.Connection, cfg: Maintenance, cutoff: datetime) -> RowsToMove:
@@ -213,79 +213,135 @@ def rows_to_move(conn: psycopg.Connection, cfg: Maintenance, cutoff: datetime) -
             "maintenance/count_rows_to_archive.sql",
             source=(archive.schema_, archive.source_table),
             time_column=archive.time_column,
-            key_column=archive.key_column,
         ),
         {"cutoff": cutoff},
     ).fetchone()
     return RowsToMove(*row)
 
 
-def _batch_statements(cfg: Maintenance) -> dict:
+# Above this share of the scanned tables' rows, batches read pages in order (a sequential scan in slices, the
+# manual's access path); below it, they walk the primary key to just the old rows (a daily run's handful).
+PAGE_BATCHES_ABOVE = 0.1
+
+
+@dataclass(frozen=True)
+class Batch:
+    label: str
+    statements: tuple[psycopg.sql.Composable, psycopg.sql.Composable]
+    params: dict
+
+
+def _tables_to_scan(conn: psycopg.Connection, target: ArchiveTarget, cutoff: datetime) -> list[tuple[str, int, float]]:
+    """(table, pages, rows) of the tables that can hold rows older than the cutoff: the source itself, or the
+    partitions not starting after the cutoff."""
+    if target.source_layout.partitioned:
+        names = [
+            p.name for p in list_partitions(conn, target.schema, target.source) if p.lower is None or p.lower < cutoff
+        ]
+    else:
+        names = [target.source]
+    tables = []
+    for name in names:
+        pages, rows = conn.execute(
+            load_sql("maintenance/table_pages.sql"), {"schema": target.schema, "table": name}
+        ).fetchone()
+        tables.append((name, pages, rows))
+    return tables
+
+
+def _page_batches(cfg: Maintenance, target: ArchiveTarget, cutoff: datetime, tables) -> Iterator[Batch]:
+    """Slices of pages holding about batch_size rows each (by the planner's rows per page), table by table."""
+    archive = cfg.archive
+    for table, pages, rows in tables:
+        names = {"table": (target.schema, table), "time_column": archive.time_column}
+        statements = (
+            load_sql("maintenance/archive_pages_insert.sql", archive=(target.schema, target.archive), **names),
+            load_sql("maintenance/archive_pages_delete.sql", **names),
+        )
+        step = max(1, int(archive.batch_size * pages / rows)) if rows else max(pages, 1)
+        for first_page in range(0, pages, step):
+            params = {"first_page": first_page, "end_page": first_page + step, "cutoff": cutoff}
+            yield Batch(f"{table} pages {first_page} to {first_page + step - 1}", statements, params)
+
+
+def _key_batches(
+    conn: psycopg.Connection, cfg: Maintenance, target: ArchiveTarget, cutoff: datetime
+) -> Iterator[Batch]:
+    """Ranges of batch_size keys (so at most batch_size rows), each starting at the next old row's key."""
     archive = cfg.archive
     names = {
-        "source": (archive.schema_, archive.source_table),
+        "source": (target.schema, target.source),
         "time_column": archive.time_column,
         "key_column": archive.key_column,
     }
-    return {
-        "insert": load_sql(
-            "maintenance/archive_batch_insert.sql", archive=(archive.schema_, archive.archive_table), **names
-        ),
-        "delete": load_sql("maintenance/archive_batch_delete.sql", **names),
-        "next_key": load_sql("maintenance/next_key_to_archive.sql", **names),
-    }
+    statements = (
+        load_sql("maintenance/archive_keys_insert.sql", archive=(target.schema, target.archive), **names),
+        load_sql("maintenance/archive_keys_delete.sql", **names),
+    )
+    next_key = load_sql("maintenance/next_key_to_archive.sql", **names)
+    first_key, last_key = conn.execute(
+        load_sql("maintenance/archive_key_range.sql", **names), {"cutoff": cutoff}
+    ).fetchone()
+    while first_key is not None:
+        end_key = first_key + archive.batch_size
+        yield Batch(
+            f"keys {first_key} to {end_key - 1}",
+            statements,
+            {"first_key": first_key, "end_key": end_key, "cutoff": cutoff},
+        )
+        (first_key,) = conn.execute(next_key, {"from_key": end_key, "last_key": last_key, "cutoff": cutoff}).fetchone()
 
 
-def _move_batch(conn: psycopg.Connection, statements: dict, params: dict) -> int:
-    """Copy then delete one key range in one transaction; returns the rows moved."""
+def _move_batch(conn: psycopg.Connection, batch: Batch) -> int:
+    """Copy then delete one batch in one transaction; returns the rows moved."""
+    insert, delete = batch.statements
     with conn.transaction():
-        copied = conn.execute(statements["insert"], params).rowcount
-        deleted = conn.execute(statements["delete"], params).rowcount
+        copied = conn.execute(insert, batch.params).rowcount
+        deleted = conn.execute(delete, batch.params).rowcount
         if copied != deleted:
             raise MaintenanceError(
-                f"Archive batch of keys [{params['first_key']}, {params['end_key']}) copied {copied} rows but "
-                f"deleted {deleted}; it was rolled back."
+                f"Archive batch {batch.label} copied {copied} rows but deleted {deleted}; it was rolled back."
             )
         return copied
 
 
-def move_rows(conn: psycopg.Connection, cfg: Maintenance, cutoff: datetime, pending: RowsToMove) -> dict:
-    """Move the rows older than the cutoff in key ranges of batch_size keys, oldest key first, one transaction
-    each, logging progress; returns the totals. Rows given an old time after `pending` was counted are left to the
-    next run."""
-    statements = _batch_statements(cfg)
-    batch_size = cfg.archive.batch_size
-    moved = batches = 0
+def move_rows(
+    conn: psycopg.Connection, cfg: Maintenance, target: ArchiveTarget, cutoff: datetime, pending: RowsToMove
+) -> dict:
+    """Move the rows older than the cutoff in batches of about batch_size rows, one transaction each, logging
+    progress; returns the totals. Rows given an old time after `pending` was counted are left to the next run."""
+    tables = _tables_to_scan(conn, target, cutoff)
+    by_pages = pending.rows >= PAGE_BATCHES_ABOVE * sum(rows for _, _, rows in tables)
+    batches = _page_batches(cfg, target, cutoff, tables) if by_pages else _key_batches(conn, cfg, target, cutoff)
+    log.info(
+        "%d rows older than %s to move in batches of about %d rows, by %s",
+        pending.rows,
+        cutoff,
+        cfg.archive.batch_size,
+        "pages" if by_pages else "key ranges",
+    )
+    moved = count = 0
     started = time.perf_counter()
     conn.isolation_level = IsolationLevel.REPEATABLE_READ
     try:
-        first_key = pending.first_key
-        while first_key is not None and first_key <= pending.last_key:
-            params = {"first_key": first_key, "end_key": first_key + batch_size, "cutoff": cutoff}
-            rows = with_lock_retries(
-                lambda params=params: _move_batch(conn, statements, params), f"archive batch {batches + 1}", cfg
-            )
+        for batch in batches:
+            rows = with_lock_retries(lambda batch=batch: _move_batch(conn, batch), f"archive {batch.label}", cfg)
             if not rows:
-                (first_key,) = conn.execute(
-                    statements["next_key"], {**params, "from_key": params["end_key"], "last_key": pending.last_key}
-                ).fetchone()
                 continue
-            moved, batches = moved + rows, batches + 1
+            moved, count = moved + rows, count + 1
             log.info(
-                "batch %d: %d rows moved (keys %d to %d); %d of %d moved, %d remaining, %.1f s",
-                batches,
+                "batch %d: %d rows moved (%s); %d of %d moved, %d remaining, %.1f s",
+                count,
                 rows,
-                first_key,
-                first_key + batch_size - 1,
+                batch.label,
                 moved,
                 pending.rows,
                 max(pending.rows - moved, 0),
                 time.perf_counter() - started,
             )
-            first_key += batch_size
     finally:
         conn.isolation_level = None
-    return {"rows": moved, "batches": batches}
+    return {"rows": moved, "batches": count, "by": "pages" if by_pages else "key ranges"}
 
 
 def _average_row_bytes(conn: psycopg.Connection, target: ArchiveTarget) -> int:
@@ -327,8 +383,7 @@ def archive_old_rows(conn: psycopg.Connection, cfg: Maintenance, moment: datetim
     if pending.rows and target.archive_layout.partitioned:
         last_month = cutoff - timedelta(microseconds=1)
         ensure_partitions(conn, cfg, schema, target.archive, months_from(pending.oldest, last_month))
-    log.info("%d rows older than %s to move in batches of %d keys", pending.rows, cutoff, cfg.archive.batch_size)
-    rows = move_rows(conn, cfg, cutoff, pending) if pending.rows else {"rows": 0, "batches": 0}
+    rows = move_rows(conn, cfg, target, cutoff, pending) if pending.rows else {"rows": 0, "batches": 0, "by": None}
     partition_bytes = sum(move.bytes for move in moves)
     row_bytes = rows["rows"] * _average_row_bytes(conn, target) if rows["rows"] else 0
     summary = {
@@ -343,6 +398,7 @@ def archive_old_rows(conn: psycopg.Connection, cfg: Maintenance, moment: datetim
         "rows_moved": rows["rows"],
         "row_bytes_estimate": row_bytes,
         "batches": rows["batches"],
+        "batches_by": rows["by"],
         "bytes_moved": partition_bytes + row_bytes,
         "wal_bytes": _wal_position(conn) - wal_start,
         "duration_seconds": round(time.perf_counter() - started, 3),
