@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class InsertProbe(threading.Thread):
         super().__init__(daemon=True)
         self.conninfo, self.start_at, self.pause = conninfo, start, pause
         self.latencies: list[float] = []
+        self.started: list[float] = []
         self.ids: list[int] = []
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -73,6 +75,7 @@ class InsertProbe(threading.Thread):
                         (moment,),
                     ).fetchone()
                     self.latencies.append(time.perf_counter() - started)
+                    self.started.append(started)
                     self.ids.append(new_id)
                     time.sleep(self.pause)
         except BaseException as exc:  # re-raised by stop() in the caller's thread
@@ -88,6 +91,28 @@ class InsertProbe(threading.Thread):
     def worst_ms(self) -> float:
         return max(self.latencies) * 1000
 
+    @property
+    def worst_started(self) -> float:
+        return self.started[self.latencies.index(max(self.latencies))]
+
+
+class Steps:
+    """When each step of a maintenance run ran, to tell which one the worst concurrent insert overlapped."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float, float]] = []
+
+    @contextmanager
+    def step(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spans.append((name, started, time.perf_counter()))
+
+    def during(self, moment: float) -> str:
+        return next((name for name, start, end in self.spans if start <= moment <= end), "between steps")
+
 
 def wal_position(conn: psycopg.Connection) -> int:
     (lsn,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
@@ -102,22 +127,26 @@ def maintenance_config():
     return cfg.model_copy(update={"reindex": cfg.reindex.model_copy(update={"mode": "all"})})
 
 
-def run_manual(conninfo: str, dbname: str, cutoff: datetime) -> dict:
+def run_manual(conninfo: str, dbname: str, cutoff: datetime, steps: Steps) -> dict:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         started = time.perf_counter()
-        conn.execute(sql.SQL("REINDEX DATABASE {}").format(sql.Identifier(dbname)))
-        conn.execute("ANALYZE VERBOSE")
+        with steps.step("REINDEX DATABASE"):
+            conn.execute(sql.SQL("REINDEX DATABASE {}").format(sql.Identifier(dbname)))
+        with steps.step("ANALYZE VERBOSE"):
+            conn.execute("ANALYZE VERBOSE")
         wal_start, archive_started = wal_position(conn), time.perf_counter()
-        moved = conn.execute(
-            'INSERT INTO market_data_archive SELECT * FROM market_data WHERE "timestamp" < %s', (cutoff,)
-        ).rowcount
-        conn.execute('DELETE FROM market_data WHERE "timestamp" < %s', (cutoff,))
+        with steps.step("INSERT INTO market_data_archive"):
+            moved = conn.execute(
+                'INSERT INTO market_data_archive SELECT * FROM market_data WHERE "timestamp" < %s', (cutoff,)
+            ).rowcount
+        with steps.step("DELETE FROM market_data"):
+            conn.execute('DELETE FROM market_data WHERE "timestamp" < %s', (cutoff,))
         archive_seconds = time.perf_counter() - archive_started
         wal = wal_position(conn) - wal_start
         return {"rows": moved, "archive_s": archive_seconds, "wal": wal, "total_s": time.perf_counter() - started}
 
 
-def run_dag(uri: str, moment: datetime) -> dict:
+def run_dag(uri: str, moment: datetime, steps: Steps) -> dict:
     from trading_ops import maintenance
     from trading_ops.partitioning import maintenance_session
 
@@ -125,16 +154,19 @@ def run_dag(uri: str, moment: datetime) -> dict:
     cfg = maintenance_config()
     with maintenance_session(cfg) as conn:
         started = time.perf_counter()
-        maintenance.create_future_partitions(conn, cfg, moment)
+        with steps.step("create_partitions"):
+            maintenance.create_future_partitions(conn, cfg, moment)
         wal_start, archive_started = wal_position(conn), time.perf_counter()
-        summary = maintenance.archive_old_rows(conn, cfg, moment)
+        with steps.step("archive_market_data"):
+            summary = maintenance.archive_old_rows(conn, cfg, moment)
         archive_seconds = time.perf_counter() - archive_started
         wal = wal_position(conn) - wal_start
-        maintenance.analyze_tables(conn, cfg)
-        maintenance.reindex_indexes(conn, cfg)
-        rows = summary["rows_moved"] + summary["partition_rows_estimate"]
+        with steps.step("analyze_tables"):
+            maintenance.analyze_tables(conn, cfg)
+        with steps.step("reindex_indexes"):
+            maintenance.reindex_indexes(conn, cfg)
         return {
-            "rows": rows,
+            "rows": summary["rows_moved"] + summary["partition_rows_estimate"],
             "partitions": summary["partitions_moved"],
             "archive_s": archive_seconds,
             "wal": wal,
@@ -151,13 +183,17 @@ def copy_database(cluster, template: str, name: str) -> str:
 
 
 def with_probe(conninfo: str, action, *args):
-    probe = InsertProbe(conninfo, END + timedelta(days=1))
+    probe, steps = InsertProbe(conninfo, END + timedelta(days=1)), Steps()
     probe.start()
     try:
-        result = action(*args)
+        result = action(*args, steps)
     finally:
         probe.stop()
-    return result | {"worst_ms": probe.worst_ms, "inserts": len(probe.ids)}
+    return result | {
+        "worst_ms": probe.worst_ms,
+        "worst_during": steps.during(probe.worst_started),
+        "inserts": len(probe.ids),
+    }
 
 
 def make_archive_partitions(cluster, dbname: str, cutoff: datetime) -> None:
@@ -218,8 +254,10 @@ def scenario(cluster, name: str, template: str, moment: datetime, repeat: int) -
     result = {"name": name, "cutoff": cutoff}
     for contender, measured in runs.items():
         best = min(measured, key=lambda run: run["archive_s"])
+        worst = max(measured, key=lambda run: run["worst_ms"])
         result[contender] = best | {
-            "worst_ms": max(run["worst_ms"] for run in measured),
+            "worst_ms": worst["worst_ms"],
+            "worst_during": worst["worst_during"],
             "inserts": sum(run["inserts"] for run in measured),
         }
     return result
@@ -253,8 +291,9 @@ def report(rows: int, repeat: int, results: list[dict]) -> None:
         dag = result["dag"]
         print(
             f"{result['name']}: cutoff {result['cutoff']:%Y-%m-%d %H:%M} UTC, DAG moved {dag['partitions']} partitions "
-            f"whole, {dag['inserts']:,} concurrent inserts during the DAG runs, "
-            f"{result['manual']['inserts']:,} during the manual's"
+            f"whole; concurrent inserts {dag['inserts']:,} during the DAG runs (worst during "
+            f"{dag['worst_during']}), {result['manual']['inserts']:,} during the manual's (worst during "
+            f"{result['manual']['worst_during']})"
         )
     unpartitioned, boundary, _ = results
     checks = [

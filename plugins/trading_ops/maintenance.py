@@ -658,7 +658,7 @@ def describe_plan(plan: dict) -> str:
             f"  partition {move['name']} [{move['lower']}, {move['upper']}) {move['state']}, about "
             f"{move['rows_estimate']} rows, {move['bytes']} bytes: detach, {how}"
         )
-    lines.append(f"  rows to move in batches of at most {archive['batch_size']}: {archive['rows_to_move']}")
+    lines.append(f"  rows to move in batches of about {archive['batch_size']}: {archive['rows_to_move']}")
     lines.append(f"Partitions to create ahead: {', '.join(plan['partitions_to_create']) or 'none'}")
     lines.append(f"Tables to analyze: {', '.join(plan['analyze']) or 'none'}")
     lines.append("Indexes:")
