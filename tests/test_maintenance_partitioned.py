@@ -238,11 +238,13 @@ def test_a_partition_move_interrupted_after_detach_is_finished_by_the_next_run(p
     ).fetchone() == (True,)
     assert table_counts(db)["total"] < before["total"], "a detached partition is in neither table"
 
-    states = {
-        move["name"]: move["state"]
-        for move in run(maintenance.plan_maintenance, MOMENT)["archive"]["partitions_to_move"]
-    }
+    plan = run(maintenance.plan_maintenance, MOMENT)
+    states = {move["name"]: move["state"] for move in plan["archive"]["partitions_to_move"]}
     assert states["market_data_p202512"] == "detached" and states["market_data_p202601"] == "detach pending"
+    (straddling,) = db.execute(
+        'SELECT count(*) FROM market_data WHERE "timestamp" >= \'2026-08-01\' AND "timestamp" < %s', (CUTOFF,)
+    ).fetchone()
+    assert plan["archive"]["rows_to_move"] == straddling
 
     run(maintenance.archive_old_rows, MOMENT)
 

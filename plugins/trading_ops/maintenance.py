@@ -637,8 +637,9 @@ def plan_maintenance(conn: psycopg.Connection, cfg: Maintenance, moment: datetim
 
 
 def _partition_rows(conn: psycopg.Connection, target: ArchiveTarget, move: PartitionMove) -> int:
-    """Rows of an attached partition that rows_to_move counted (detached ones are not in the source any more)."""
-    if move.state == "detached":
+    """Rows of a partition that rows_to_move counted: queries on the parent no longer see a detached partition, nor
+    one whose DETACH CONCURRENTLY is pending."""
+    if move.state != "attached":
         return 0
     (rows,) = conn.execute(load_sql("maintenance/count_table_rows.sql", table=(target.schema, move.name))).fetchone()
     return rows
