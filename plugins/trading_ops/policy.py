@@ -190,8 +190,6 @@ class Reindex(Strict):
     mode: Literal["all", "bloated"]
     bloat_threshold_percent: Percent
     min_index_size: ByteSize
-    lock_retries: int = Field(ge=0)
-    retry_backoff: Duration
     schemas: list[str] = Field(min_length=1)
 
 
@@ -216,6 +214,8 @@ class Maintenance(Strict):
     conn_id: str
     schedule: Cron
     lock_timeout: Duration
+    lock_retries: int = Field(ge=0)
+    retry_backoff: Duration
     statement_timeout: Duration
     reindex: Reindex
     analyze: Analyze

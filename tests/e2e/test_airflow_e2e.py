@@ -21,6 +21,7 @@ E2E_RUNS: list[tuple[str, dict, str]] = [
     ("db_backup_wal", {"dry_run": False}, "success"),
     # A real restore of trading_db from the newest verified full backup, scaling the fake trading-api 3 -> 0 -> 3.
     ("db_restore", {"dry_run": False, "confirm": "trading_db", "jobs": 2}, "success"),
+    ("db_maintenance", {"dry_run": False}, "success"),
 ]
 
 

@@ -1,0 +1,2 @@
+-- Drop an index without blocking writes (autocommit only).
+DROP INDEX CONCURRENTLY IF EXISTS {index};

@@ -1,0 +1,2 @@
+-- The largest key of a table.
+SELECT max({key_column}) AS last_key FROM {table};

@@ -1,0 +1,2 @@
+-- Rename a sequence.
+ALTER SEQUENCE {sequence} RENAME TO {new_name};
