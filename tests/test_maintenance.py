@@ -12,14 +12,13 @@ import threading
 import time
 from datetime import UTC, datetime
 
-import airflow  # noqa: F401 (Airflow configures logging on import: before caplog attaches, not during a test)
 import psycopg
 import pytest
 from psycopg import sql
 
 from tests.conftest import ROOT
 from trading_ops import maintenance
-from trading_ops.maintenance import MaintenanceError, archive_cutoff, run_time
+from trading_ops.maintenance import MaintenanceError, archive_cutoff, run_moment
 from trading_ops.partitioning import APPLICATION_NAME, maintenance_session
 from trading_ops.policy import load_policy
 
@@ -104,8 +103,8 @@ def test_run_time_is_the_data_interval_end_or_run_after_for_manual_runs():
 
     scheduled = {"data_interval_end": MOMENT, "dag_run": DagRun()}
     manual = {"data_interval_end": None, "dag_run": DagRun()}
-    assert run_time(scheduled) == MOMENT
-    assert run_time(manual) == DagRun.run_after
+    assert run_moment(scheduled) == MOMENT
+    assert run_moment(manual) == DagRun.run_after
 
 
 # --- archive, unpartitioned ------------------------------------------------------------------------------------
@@ -407,33 +406,38 @@ def test_bloated_mode_rebuilds_only_the_indexes_whose_estimated_bloat_is_over_th
     assert all(c.bloat_percent < 40 for c in run(maintenance.choose_indexes) if c.name in bloated)
 
 
-def _interrupt(pg_cluster, dbname: str, statement: str) -> None:
-    """Start a concurrent index build on orders, let it wait for a transaction writing to orders, and cancel it
-    there: what a killed REINDEX or CREATE INDEX CONCURRENTLY leaves behind."""
-    conninfo = pg_cluster.conninfo(dbname)
+def cancel_once_it_waits(conninfo: str, hold: str, statement) -> None:
+    """Run `statement` while another session, in an open transaction, holds the lock `hold` takes; cancel it once
+    it waits there: what a worker killed in the middle of that statement leaves behind."""
     with (
-        psycopg.connect(conninfo) as writer,
-        psycopg.connect(conninfo, autocommit=True) as builder,
+        psycopg.connect(conninfo) as holder,
+        psycopg.connect(conninfo, autocommit=True) as runner,
         psycopg.connect(conninfo, autocommit=True) as watcher,
     ):
-        writer.execute("LOCK TABLE orders IN ROW EXCLUSIVE MODE")
-        pid = builder.info.backend_pid
+        holder.execute(hold)
+        pid = runner.info.backend_pid
 
-        def cancel_once_waiting() -> None:
+        def cancel_when_waiting() -> None:
             wait_for(
                 lambda: watcher.execute(
                     "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,)
                 ).fetchone(),
-                what="the index build to wait",
+                what="the statement to wait for the lock",
             )
             watcher.execute("SELECT pg_cancel_backend(%s)", (pid,))
 
-        canceller = threading.Thread(target=cancel_once_waiting)
+        canceller = threading.Thread(target=cancel_when_waiting)
         canceller.start()
         with pytest.raises(psycopg.errors.QueryCanceled):
-            builder.execute(statement)
+            runner.execute(statement)
         canceller.join()
-        writer.rollback()
+        holder.rollback()
+
+
+def _interrupt(pg_cluster, dbname: str, statement: str) -> None:
+    """A concurrent index build on orders cancelled while it waits for a transaction writing to orders: what a
+    killed REINDEX or CREATE INDEX CONCURRENTLY leaves behind."""
+    cancel_once_it_waits(pg_cluster.conninfo(dbname), "LOCK TABLE orders IN ROW EXCLUSIVE MODE", statement)
 
 
 def test_invalid_leftovers_are_dropped_and_invalid_indexes_rebuilt(pg_cluster, db, fresh_db):

@@ -3,7 +3,6 @@ partitions, archiving whole partitions, and finishing a partition move that was 
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 
 import psycopg
@@ -15,6 +14,7 @@ from tests.conftest import DEMO_END
 from tests.test_maintenance import (  # noqa: F401 (db_fixture provides the `db` fixture)
     CUTOFF,
     MOMENT,
+    cancel_once_it_waits,
     cfg,
     db_fixture,
     kill_mid_batch_then_rerun,
@@ -197,34 +197,13 @@ def test_expired_partitions_move_whole_and_only_the_straddling_month_moves_row_b
 
 
 def _leave_detach_pending(pg_cluster, dbname: str, partition: str) -> None:
-    """Start DETACH PARTITION CONCURRENTLY while a reader keeps the table open, and cancel it while it waits for
-    the reader: the partition stays "detach pending", as after a worker killed in that step."""
-    conninfo = pg_cluster.conninfo(dbname)
-    with (
-        psycopg.connect(conninfo) as reader,
-        psycopg.connect(conninfo, autocommit=True) as detacher,
-        psycopg.connect(conninfo, autocommit=True) as watcher,
-    ):
-        reader.execute("SELECT count(*) FROM market_data")
-        pid = detacher.info.backend_pid
-
-        def cancel_once_waiting() -> None:
-            wait_for(
-                lambda: watcher.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,)
-                ).fetchone(),
-                what="the detach to wait for the reader",
-            )
-            watcher.execute("SELECT pg_cancel_backend(%s)", (pid,))
-
-        canceller = threading.Thread(target=cancel_once_waiting)
-        canceller.start()
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            detacher.execute(
-                sql.SQL("ALTER TABLE market_data DETACH PARTITION {} CONCURRENTLY").format(sql.Identifier(partition))
-            )
-        canceller.join()
-        reader.rollback()
+    """DETACH PARTITION CONCURRENTLY cancelled while it waits for a reader of the table: the partition stays
+    "detach pending", as after a worker killed in that step."""
+    cancel_once_it_waits(
+        pg_cluster.conninfo(dbname),
+        "SELECT count(*) FROM market_data",
+        sql.SQL("ALTER TABLE market_data DETACH PARTITION {} CONCURRENTLY").format(sql.Identifier(partition)),
+    )
 
 
 def test_a_partition_move_interrupted_after_detach_is_finished_by_the_next_run(pg_cluster, db):

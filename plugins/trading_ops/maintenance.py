@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import IsolationLevel
 
+from trading_ops.dag_defaults import run_time
 from trading_ops.partitioning import (
     Layout,
     Partition,
@@ -63,10 +64,9 @@ class MaintenanceError(RuntimeError):
 # --- the run's time --------------------------------------------------------------------------------------------
 
 
-def run_time(context) -> datetime:
-    """The moment a run stands for: its data interval end, or run_after for manual runs without a logical date."""
-    moment = context.get("data_interval_end") or context["dag_run"].run_after
-    return datetime.fromtimestamp(moment.timestamp(), UTC)
+def run_moment(context) -> datetime:
+    """The run's time (`dag_defaults.run_time`) as a plain UTC datetime, for the calendar arithmetic below."""
+    return datetime.fromtimestamp(run_time(context).timestamp(), UTC)
 
 
 def archive_cutoff(moment: datetime, retention_months: int) -> datetime:
@@ -682,7 +682,7 @@ def _policy() -> Maintenance:
 def plan_task(context) -> dict:
     cfg = _policy()
     with maintenance_session(cfg) as conn:
-        plan = plan_maintenance(conn, cfg, run_time(context))
+        plan = plan_maintenance(conn, cfg, run_moment(context))
     log.info("%s", describe_plan(plan))
     return plan
 
@@ -690,13 +690,13 @@ def plan_task(context) -> dict:
 def create_partitions_task(context) -> dict:
     cfg = _policy()
     with maintenance_session(cfg) as conn:
-        return create_future_partitions(conn, cfg, run_time(context))
+        return create_future_partitions(conn, cfg, run_moment(context))
 
 
 def archive_task(context) -> dict:
     cfg = _policy()
     with maintenance_session(cfg) as conn:
-        return archive_old_rows(conn, cfg, run_time(context))
+        return archive_old_rows(conn, cfg, run_moment(context))
 
 
 def analyze_task() -> dict:
