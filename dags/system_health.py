@@ -61,7 +61,8 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from trading_ops.dag_defaults import cron, default_args, run_time
+from trading_ops.dag_defaults import cron, default_args
+from trading_ops.runtime import run_time
 
 
 @dag(

@@ -6,7 +6,7 @@ stays free of side effects; the failure callback reads the policy only when a ta
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 OWNER = "sre-dba"
 
@@ -45,10 +45,22 @@ def task_success_callback(context) -> None:
     notify_task_recovery(context)
 
 
-def run_time(context) -> datetime:
-    """The run's time, which every cutoff is taken from so a rerun or backfill does the same thing: the end of its
-    data interval, or `run_after` for a manual run triggered without a logical date."""
-    return context.get("data_interval_end") or context["dag_run"].run_after
+DRY_RUN_MEANING = "Print the full plan and run every check, but change nothing."
+
+
+def dry_run_param(*, default: bool, section: str | None = None):
+    """The one `dry_run` of every DAG that changes something: the full plan, every check, no change. Scheduled DAGs
+    default to false (the schedule does the work), manual-only ones to true (the first run of a trigger previews)."""
+    from airflow.sdk import Param
+
+    when = "Off by default: the schedule does the real work." if not default else "On by default: untick it to act."
+    return Param(
+        default,
+        type="boolean",
+        title="Dry run",
+        description_md=f"{DRY_RUN_MEANING} {when}",
+        **({"section": section} if section else {}),
+    )
 
 
 def default_args(**overrides) -> dict:

@@ -79,8 +79,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from trading_ops.alerting import Alert, send_alert
-from trading_ops.dag_defaults import run_time
 from trading_ops.policy import LogClass, LogPath, Logs, Policy, load_policy
+from trading_ops.runtime import run_time
 
 log = logging.getLogger(__name__)
 

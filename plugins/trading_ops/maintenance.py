@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import IsolationLevel
 
-from trading_ops.dag_defaults import run_time
 from trading_ops.partitioning import (
     Layout,
     Partition,
@@ -52,6 +51,7 @@ from trading_ops.partitioning import (
     with_lock_retries,
 )
 from trading_ops.policy import Maintenance, load_policy
+from trading_ops.runtime import run_time
 from trading_ops.sqlfiles import load_sql
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ from trading_ops.backup.wal import (
     segment_size_of,
     switch_and_wait,
 )
-from trading_ops.dag_defaults import run_time
 from trading_ops.policy import load_policy
+from trading_ops.runtime import run_time
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from trading_ops.security.catalog import Frequency, SecurityCheck, checks_of
 
 def _run_info():
     from trading_ops.alerting import airflow_run_url
-    from trading_ops.dag_defaults import run_time
     from trading_ops.policy import load_policy
+    from trading_ops.runtime import run_time
     from trading_ops.security.findings import RunInfo
 
     context = get_current_context()
