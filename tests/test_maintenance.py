@@ -325,10 +325,30 @@ def test_a_lock_timeout_is_retried_with_backoff_and_one_failing_index_does_not_s
     )
     before = index_filenodes(db)
     conninfo = pg_cluster.conninfo(fresh_db)
-    with psycopg.connect(conninfo) as orders_holder, psycopg.connect(conninfo) as instruments_holder:
+    with (
+        psycopg.connect(conninfo) as orders_holder,
+        psycopg.connect(conninfo) as instruments_holder,
+        psycopg.connect(conninfo, autocommit=True) as watcher,
+    ):
         orders_holder.execute("LOCK TABLE orders IN SHARE UPDATE EXCLUSIVE MODE")  # for the whole run
         instruments_holder.execute("LOCK TABLE instruments IN SHARE UPDATE EXCLUSIVE MODE")
-        release = threading.Timer(1.5, instruments_holder.commit)  # released during the backoff
+
+        def instruments_reindex_waiting() -> bool:
+            return bool(
+                watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'"
+                    " AND query LIKE %s",
+                    (APPLICATION_NAME, "%instruments_pkey%"),
+                ).fetchone()
+            )
+
+        def release_during_the_backoff() -> None:
+            # Watched, not timed: on a busy machine the run may reach instruments_pkey later than any fixed delay.
+            wait_for(instruments_reindex_waiting, what="the reindex of instruments_pkey to wait for its lock")
+            wait_for(lambda: not instruments_reindex_waiting(), what="its lock timeout")
+            instruments_holder.commit()
+
+        release = threading.Thread(target=release_during_the_backoff)
         release.start()
         with caplog.at_level(logging.WARNING, logger="trading_ops"), pytest.raises(MaintenanceError) as excinfo:
             run(reindex_indexes)
