@@ -45,6 +45,9 @@ never lose a line: a crash can at worst archive the same lines twice (copytrunca
   anything; compare with backups (`sha256sum -c <archive>.sha256`) and treat audit archives as an incident.
 - "Connection audit_log_encryption_key is missing" (or holds no age recipient): create or fix it (README, Log
   rotation) and clear the task. Like every error a user must fix, it fails the task at once, without retries.
+- "Pidfile ... holds no readable pid" or "The reopen_command of ... is not an executable program": fix that
+  path's reopen setting in the policy (a dry run reports it too) and restart the writer: a renamed file is
+  archived by a later run once its writer has let go of it.
 - Over cap: free space or raise `logs.classes.<class>.max_size`; audit logs are never deleted before retention.
 
 ## Recovery
