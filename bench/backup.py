@@ -28,11 +28,11 @@ RUN_DIR.chmod(0o755)
 os.environ.setdefault("AIRFLOW_HOME", str(RUN_DIR / "airflow-home"))
 
 from trading_ops.backup.full import client_tool, take_base_backup, take_logical_snapshot  # noqa: E402
-from trading_ops.backup.streams import Compression  # noqa: E402
 from trading_ops.db import libpq_env  # noqa: E402
 from trading_ops.demo_data import DEMO_SYMBOLS, create_schema, load_demo_data  # noqa: E402
 from trading_ops.localpg import LocalCluster  # noqa: E402
 from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy  # noqa: E402
+from trading_ops.streams import Compression  # noqa: E402
 
 DATABASE = "trading_db"
 MONTHS = 12

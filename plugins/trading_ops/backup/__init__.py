@@ -45,6 +45,8 @@ API
     backup_key(backup, key=None) -> EncryptionKey | None   (from the connection the manifest names)
     EncryptionKey.from_connection(conn_id)   the age identity in the connection's password
     Errors a user can cause are one sentence: BackupNotFound, BackupCorrupt, BackupKeyError, BackupError.
+    Compression, encryption and checksums are `trading_ops.streams`, shared with log archives (BackupKeyError
+    is its EncryptionKeyError).
 """
 
 from trading_ops.backup.access import (
@@ -68,7 +70,8 @@ from trading_ops.backup.repository import (
     full_backup_id,
     repository_from_policy,
 )
-from trading_ops.backup.streams import BackupKeyError, Compression, EncryptionKey
+from trading_ops.streams import Compression, EncryptionKey
+from trading_ops.streams import EncryptionKeyError as BackupKeyError
 
 __all__ = [
     "BACKUP_ID_RE",

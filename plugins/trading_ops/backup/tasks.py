@@ -23,7 +23,6 @@ from trading_ops.backup.repository import (
     repository_from_policy,
 )
 from trading_ops.backup.retention import RetentionRules, apply_retention, plan_retention
-from trading_ops.backup.streams import Compression, EncryptionKey
 from trading_ops.backup.wal import (
     WalArchiveError,
     archiver_status,
@@ -36,6 +35,7 @@ from trading_ops.backup.wal import (
 )
 from trading_ops.policy import load_policy
 from trading_ops.runtime import run_time
+from trading_ops.streams import Compression, EncryptionKey
 
 log = logging.getLogger(__name__)
 
