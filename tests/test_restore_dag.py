@@ -66,6 +66,10 @@ def _run(dag, conf: dict):
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
+def _try_numbers(run) -> dict[str, int]:
+    return {ti.task_id: ti.try_number for ti in run.get_task_instances()}
+
+
 def _databases(pg_cluster) -> set[str]:
     with psycopg.connect(pg_cluster.conninfo("postgres")) as conn:
         return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
@@ -164,6 +168,30 @@ def test_a_failed_restore_keeps_the_old_database_and_scales_back(
     assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]
 
 
+def test_a_copy_that_fails_verification_fails_at_once_pages_and_keeps_the_old_database(
+    declared_restore_dag, verified_backup, repository, fresh_db, pg_cluster, fake_trading_api, alert_fakes
+):
+    """Damage is no user's mistake: an incident at the DAG's level, but not retried (a retry checks the same copy)."""
+    from trading_ops.backup.repository import write_manifest
+
+    manifest = {key: value for key, value in verified_backup.manifest.items() if key != "format"}
+    manifest["row_counts"] = {**manifest["row_counts"], "public.orders": manifest["row_counts"]["public.orders"] + 1}
+    write_manifest(verified_backup.path, manifest)
+    before = _snapshot(pg_cluster.conninfo(fresh_db))
+
+    run, states = _run(declared_restore_dag, _real(fresh_db, backup_id=verified_backup.id))
+
+    assert states["verify_integrity"] == "failed" and _try_numbers(run)["verify_integrity"] == 1
+    assert states["swap_databases"] == "upstream_failed" and states["scale_up_workload"] == "success"
+    assert _snapshot(pg_cluster.conninfo(fresh_db)) == before
+    assert not any(name.startswith(f"{fresh_db}_restore_") for name in _databases(pg_cluster))
+    slack, pagerduty = alert_fakes
+    [page] = pagerduty.events()
+    assert page["payload"]["source"] == "db_restore.verify_integrity" and page["payload"]["severity"] == "critical"
+    assert "public.orders has" in page["payload"]["custom_details"]["error"]
+    assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(
     restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, caplog
 ):
@@ -198,10 +226,6 @@ def test_user_errors_stop_in_validate_with_one_sentence(
     assert run.state == "failed" and states["validate_request"] == "failed"
     assert sentence in caplog.text
     assert fake_trading_api.scale_requests() == []
-
-
-def _try_numbers(run) -> dict[str, int]:
-    return {ti.task_id: ti.try_number for ti in run.get_task_instances()}
 
 
 def test_a_dry_run_naming_a_missing_database_fails_at_once_and_pages_nobody(
