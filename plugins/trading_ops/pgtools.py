@@ -47,7 +47,13 @@ def program_major(program: str | os.PathLike) -> int | None:
         output = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = _VERSION.search(output)
+    return major_of_tool_version(output)
+
+
+def major_of_tool_version(version: str) -> int | None:
+    """The major version in what `tool_version` prints and backup manifests record under `tools`:
+    'pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)' -> 15; None when the text names no PostgreSQL version."""
+    match = _VERSION.search(version)
     return int(match[1]) if match else None
 
 
