@@ -47,7 +47,12 @@ def program_major(program: str | os.PathLike) -> int | None:
         output = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = _VERSION.search(output)
+    return major_of_version_text(output)
+
+
+def major_of_version_text(text: str) -> int | None:
+    """ "pg_dump (PostgreSQL) 15.18" -> 15, as `--version` prints it and manifests record it (None: no version)."""
+    match = _VERSION.search(text)
     return int(match[1]) if match else None
 
 
