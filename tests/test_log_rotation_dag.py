@@ -7,7 +7,7 @@ import json
 import pytest
 from pyrage import x25519
 
-from tests.test_dag_integrity import DAGS_DIR
+from tests.support.dagbag import fresh_dag
 from tests.test_logrotation import CLASSES, tree
 from trading_ops.logrotation import extract_archive
 
@@ -16,9 +16,7 @@ IDENTITY = x25519.Identity.generate()
 
 @pytest.fixture
 def log_rotation_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS_DIR / "log_rotation.py")).get_dag("log_rotation")
+    return fresh_dag("log_rotation")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import ROOT
+from tests.support.harness import ROOT
 from trading_ops import maintenance
 from trading_ops.maintenance import MaintenanceError, archive_cutoff, run_moment
 from trading_ops.partitioning import APPLICATION_NAME, maintenance_session

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 from bench.maintenance import InsertProbe
-from tests.conftest import DEMO_END
+from tests.support.harness import DEMO_END
 from tests.test_maintenance import (  # noqa: F401 (db_fixture provides the `db` fixture)
     CUTOFF,
     MOMENT,

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.support.dagbag import fresh_dag
+
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "db_restore.py"
 TABLES = ("market_data", "market_data_archive", "orders", "instruments")
 
 
 @pytest.fixture
 def restore_dag():
-    """A fresh parse per test (dag.test() keeps a run's conf in the DAG's params), retries off so the failure
+    """A fresh copy per test (dag.test() keeps a run's conf in the DAG's params), retries off so the failure
     tests do not sit through retry delays."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAG_FILE)).dags["db_restore"]
+    dag = fresh_dag("db_restore")
     for task in dag.tasks:
         task.retries = 0
     return dag
