@@ -123,7 +123,7 @@ def _take_first_full_backup(airflow: AirflowStandalone) -> str:
     if verified:
         return f"Newest verified full backup: {verified[0].id}."
     print("Taking a first full backup (db_backup_full) ...")
-    run_id = airflow.trigger("db_backup_full", {"dry_run": False})
+    run_id = airflow.trigger("db_backup_full", {"dry_run": False}, run_id=f"make_up__{datetime.now(UTC):%Y%m%dT%H%M%S}")
     run = airflow.wait_for_run("db_backup_full", run_id, timeout=FIRST_BACKUP_TIMEOUT)
     if run["state"] != "success":
         states = airflow.task_instances("db_backup_full", run_id)
