@@ -197,8 +197,8 @@ def down() -> None:
     print("PostgreSQL stopped (data kept in .local/; delete it for a fresh start).")
 
 
-def alerts() -> None:
-    received = read_alerts(LOCAL_DIR)
+def alerts(directory: Path = LOCAL_DIR) -> None:
+    received = read_alerts(directory)
     for alert in received:
         print(format_alert(alert))
-    print(f"{len(received)} message(s) in {LOCAL_DIR / 'alerts.jsonl'}.")
+    print(f"{len(received)} message(s) in {directory / 'alerts.jsonl'}.")
