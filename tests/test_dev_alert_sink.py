@@ -67,5 +67,5 @@ def test_make_alerts_prints_every_message(sink, fresh_db, capsys):
     assert send_alert(alert).complete
     alerts(sink)
     printed = capsys.readouterr().out
-    assert " slack #alerts-info\n" in printed and "log_rotation: near its cap" in printed
+    assert " slack #alerts-info\n" in printed and "log_rotation: a class is near its cap" in printed
     assert printed.rstrip().endswith(f"1 message(s) in {sink / 'alerts.jsonl'}.")

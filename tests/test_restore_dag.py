@@ -16,7 +16,7 @@ TABLES = ("market_data", "market_data_archive", "orders", "instruments")
 
 @pytest.fixture
 def restore_dag():
-    """A fresh copy per test (dag.test() keeps a run's conf in the DAG's params), retries off so the failure
+    """A fresh parse per test (dag.test() keeps a run's conf in the DAG's params), retries off so the failure
     tests do not sit through retry delays."""
     dag = fresh_dag("db_restore")
     for task in dag.tasks:

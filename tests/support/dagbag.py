@@ -1,13 +1,12 @@
-"""The project's DAGs as Airflow parses them: one DagBag for the whole test session.
+"""The project's DAGs as Airflow parses them: one DagBag of dags/ for the whole test session.
 
 Tests that only look at a DAG share its parse (`project_dagbag`, or the `dagbag` fixture). A test that runs a DAG
-with dag.test() or changes it takes a `fresh_dag`: a copy, since dag.test() writes the run's conf into the DAG's
-params and some tests switch retries off.
+with dag.test() or changes it takes a `fresh_dag`, its file parsed again on its own: dag.test() writes the run's
+conf into the tasks' params (which even a deep copy of the DAG shares) and some tests switch retries off.
 """
 
 from __future__ import annotations
 
-import copy
 from functools import cache
 
 from tests.support.harness import ROOT
@@ -24,8 +23,10 @@ def project_dagbag():
 
 
 def fresh_dag(dag_id: str):
-    """A private copy of a parsed project DAG."""
-    return copy.deepcopy(project_dagbag().dags[dag_id])
+    """A private parse of one project DAG (its file is `<dag_id>.py`)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR / f"{dag_id}.py")).dags[dag_id]
 
 
 def run_dag(dag_id: str, conf: dict, logical_date=None) -> tuple[dict[str, str], dict]:
