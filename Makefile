@@ -3,16 +3,20 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: up down test lint venv
+.PHONY: up down alerts test lint venv
 
 venv:
 	@scripts/bootstrap.sh
 
 up: venv
-	@$(PY) -m trading_ops.devenv up
+	@$(PY) -m trading_ops.dev up
 
 down:
-	@$(PY) -m trading_ops.devenv down
+	@$(PY) -m trading_ops.dev down
+
+# What the DAGs sent to Slack and PagerDuty since `make up` (the local sink's .local/alerts.jsonl).
+alerts:
+	@$(PY) -m trading_ops.dev alerts
 
 test: venv
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -27,10 +27,11 @@ RUN_DIR = Path(tempfile.mkdtemp(prefix="trading-ops-bench-", dir="/var/tmp"))
 RUN_DIR.chmod(0o755)
 os.environ.setdefault("AIRFLOW_HOME", str(RUN_DIR / "airflow-home"))
 
-from trading_ops.backup.full import client_tool, take_base_backup, take_logical_snapshot  # noqa: E402
+from trading_ops.backup.full import take_base_backup, take_logical_snapshot  # noqa: E402
 from trading_ops.db import libpq_env  # noqa: E402
-from trading_ops.demo_data import DEMO_SYMBOLS, create_schema, load_demo_data  # noqa: E402
-from trading_ops.localpg import LocalCluster  # noqa: E402
+from trading_ops.dev.demo_data import DEMO_SYMBOLS, create_schema, load_demo_data  # noqa: E402
+from trading_ops.dev.localpg import LocalCluster  # noqa: E402
+from trading_ops.pgtools import client  # noqa: E402
 from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy  # noqa: E402
 from trading_ops.streams import Compression  # noqa: E402
 
@@ -84,7 +85,7 @@ def main(rows: int) -> None:
         stock_dump = out / "stock.dump"
         out.mkdir()
         t_dump, _ = _timed(
-            lambda: subprocess.run([client_tool("pg_dump"), "-Fc", "-f", str(stock_dump)], env=env, check=True)
+            lambda: subprocess.run([client("pg_dump"), "-Fc", "-f", str(stock_dump)], env=env, check=True)
         )
         ours_logical = out / "logical"
         ours_logical.mkdir()
@@ -94,7 +95,7 @@ def main(rows: int) -> None:
         stock_base = out / "stock-base"
         t_base, _ = _timed(
             lambda: subprocess.run(
-                [client_tool("pg_basebackup"), "-D", str(stock_base), "-Ft", "-z", "-X", "none", "-c", "fast"],
+                [client("pg_basebackup"), "-D", str(stock_base), "-Ft", "-z", "-X", "none", "-c", "fast"],
                 env=env,
                 check=True,
                 capture_output=True,
@@ -102,13 +103,11 @@ def main(rows: int) -> None:
         )
         # What the PostgreSQL tools cost with no compression at all: the floor any compressed backup stands on.
         t_dump_floor, _ = _timed(
-            lambda: subprocess.run(
-                [client_tool("pg_dump"), "-Fc", "-Z0"], env=env, check=True, stdout=subprocess.DEVNULL
-            )
+            lambda: subprocess.run([client("pg_dump"), "-Fc", "-Z0"], env=env, check=True, stdout=subprocess.DEVNULL)
         )
         t_base_floor, _ = _timed(
             lambda: subprocess.run(
-                [client_tool("pg_basebackup"), "-D", "-", "-Ft", "-X", "none", "-c", "fast"],
+                [client("pg_basebackup"), "-D", "-", "-Ft", "-X", "none", "-c", "fast"],
                 env=env,
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -119,7 +118,12 @@ def main(rows: int) -> None:
         ours_physical.mkdir()
         t_physical, base = _timed(
             lambda: take_base_backup(
-                ours_physical, conn_id="trading_db", label="bench", compression=compression, key=None
+                ours_physical,
+                conn_id="trading_db",
+                server_major=snapshot.server_major,
+                label="bench",
+                compression=compression,
+                key=None,
             )
         )
 

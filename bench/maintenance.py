@@ -5,7 +5,7 @@
 
     python bench/maintenance.py --rows 1000000 --repeat 3   # best of 3 runs of each contender
 
-Starts its own throwaway PostgreSQL 15 cluster (trading_ops.localpg.LocalCluster, WAL archiving on as in
+Starts its own throwaway PostgreSQL 15 cluster (trading_ops.dev.localpg.LocalCluster, WAL archiving on as in
 production), loads `rows` bars of demo market data over the 12 months before END, and runs three scenarios, each on
 two identical copies of the database: the manual's SQL on one, the DAG's task functions on the other, while a
 writer thread inserts fresh bars one at a time and records each insert's latency.
@@ -171,7 +171,7 @@ def make_archive_partitions(cluster, dbname: str, cutoff: datetime) -> None:
 
 
 def prepare(cluster, rows: int) -> None:
-    from trading_ops.demo_data import create_schema, load_demo_data
+    from trading_ops.dev.demo_data import create_schema, load_demo_data
     from trading_ops.maintenance.conversion import convert_to_partitioned
     from trading_ops.maintenance.partitions import add_months, month_start
     from trading_ops.maintenance.session import maintenance_session
@@ -288,7 +288,7 @@ def main() -> None:
     # The tasks' progress lines and ANALYZE VERBOSE would bury the results.
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     logging.basicConfig(level=logging.WARNING)
-    from trading_ops.localpg import LocalCluster
+    from trading_ops.dev.localpg import LocalCluster
 
     cluster = LocalCluster(work / "pg")
     cluster.init()

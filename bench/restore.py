@@ -35,8 +35,8 @@ def main() -> None:
     work.chmod(0o755)
     os.environ.setdefault("AIRFLOW_HOME", str(work / "airflow"))
 
-    from trading_ops.devenv import write_local_policy
-    from trading_ops.localpg import LocalCluster
+    from trading_ops.dev.local_policy import write_local_policy
+    from trading_ops.dev.localpg import LocalCluster
 
     cluster = LocalCluster(work / "pg")
     os.environ["TRADING_OPS_POLICY"] = str(
@@ -63,7 +63,7 @@ def run(cluster, args) -> None:
     from trading_ops import backup as backups
     from trading_ops import pgtools
     from trading_ops.db import libpq_env
-    from trading_ops.demo_data import create_schema, load_demo_data
+    from trading_ops.dev.demo_data import create_schema, load_demo_data
     from trading_ops.policy import load_policy
     from trading_ops.restore import database
     from trading_ops.restore.verification import verify_integrity

@@ -12,17 +12,24 @@ Barman do it: one backup directory `full/<backup-id>/` in the repository (policy
   the size and sha256 of every file; compression (`backup.compression`) and optional encryption (age, key from
   the connection named in `backup.encryption.key_conn_id`, its public key recorded as the key id).
 
-**Schedule**: `0 1 * * 0` in Asia/Seoul (policy `backup.full.schedule`), `max_active_runs=1`, no catch-up.
+**Schedule**: `0 1 * * 0` in Asia/Seoul (written here, the one place it lives), `max_active_runs=1`, no catch-up.
+
+**Dry run** (`dry_run`, off by default: the schedule does the real work): prints the full plan (backup id,
+repository, the files it would write, then the retention plan) and runs every read-only check a real run depends
+on (the connection, its user's REPLICATION attribute, WAL archiving on and not failing, the repository writable,
+the encryption key when encryption is on, pg_dump and pg_basebackup fitting the server); it takes no backup,
+deletes nothing and sends no alert. A real run runs the same checks first: a problem a person must fix (say, a
+user without REPLICATION) stops it at once with one sentence, without retries.
 
 ## Tasks
-- `take_full_backup`: writes the backup under `full/.partial-<id>/` and renames it to `full/<id>/` only after the
-  manifest is complete; the id is the run's logical time in UTC (`20261101T010000Z`).
+- `take_full_backup`: the checks and the plan, then writes the backup under `full/.partial-<id>/` and renames it
+  to `full/<id>/` only after the manifest is complete; the id is the run's time in UTC (`20261101T010000Z`).
 - `verify_full_backup`: checksums of every file, `pg_restore --list` and a full read of the dump, the base
   backup extracted to a temporary directory and checked by `pg_verifybackup` with its WAL from the archive; the
-  result goes to `verified.json`. Publishes the Asset `trading_db.full_backup`.
+  result goes to `verified.json`. Publishes the Asset `trading_db.full_backup`. Skipped on a dry run.
 - `apply_retention`: fulls older than 4 weeks, WAL bundles older than 7 days, archived WAL older than 30 days;
   never a pinned backup, the newest verified full, or WAL a retained base backup needs. Each deletion is
-  logged first; the `dry_run` parameter only prints the plan.
+  logged first; a dry run only prints the plan.
 - `check_backup_freshness`: runs even when the others failed; alerts (incident level of this DAG) when the newest
   verified full backup is older than `backup.stale_after.full` (8d) or the newest WAL bundle older than
   `backup.stale_after.incremental` (26h).
@@ -33,9 +40,10 @@ its own backup and does not take a second one; a half-written `.partial-` direct
 Verification can be repeated at will; retention cutoffs come from the run's time too.
 
 ## Triage
-- `take_full_backup` failed: its log has pg_dump's or pg_basebackup's last stderr lines. Common causes: the
-  `trading_db` connection's user lacks REPLICATION (pg_basebackup) or read rights, `max_wal_senders` is 0, the
-  repository volume is full (the monitoring DAG watches it). Nothing visible was left behind.
+- `take_full_backup` failed: its log names the check that refused (no REPLICATION attribute, `max_wal_senders`
+  0, archiving off or failing, repository not writable, key missing) or has pg_dump's or pg_basebackup's last
+  stderr lines (read rights, the repository volume full: the monitoring DAG watches it). Nothing visible was left
+  behind. A dry run shows whether the fix worked without taking a backup.
 - `verify_full_backup` failed: the backup is marked `verified: false` and `latest` skips it; the message names
   the damaged file or the tool that rejected it. Check the disk, then trigger a new run (a new id, a new backup;
   clearing the failed run only re-verifies the same files). Retention ages the damaged one out, or delete it.
@@ -53,15 +61,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, dag, task
 
-from trading_ops.backup.dag_tasks import apply_retention, check_backup_freshness
-from trading_ops.dag_defaults import cron, default_args
+from trading_ops.backup import tasks
+from trading_ops.dag_defaults import cron, default_args, dry_run_param
 
 FULL_BACKUP = Asset("trading_db.full_backup")
 
 
 @dag(
+    description="Weekly full backup of trading_db (pg_dump + pg_basebackup), verified, with retention.",
     schedule=cron("0 1 * * 0"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
@@ -70,25 +79,22 @@ FULL_BACKUP = Asset("trading_db.full_backup")
     default_args=default_args(execution_timeout=timedelta(hours=4)),
     tags=["database", "backup", "weekly"],
     doc_md=__doc__,
-    params={
-        "dry_run": Param(False, type="boolean", description="Retention only prints what it would delete."),
-    },
+    params={"dry_run": dry_run_param(default=False)},
 )
 def db_backup_full():
     @task
     def take_full_backup() -> str:
-        from trading_ops.backup import tasks
-
-        return tasks.full_backup(tasks.run_moment(get_current_context()))
+        """Checks, logs the plan, then (unless a dry run) writes `full/<id>/` atomically; returns the id."""
+        return tasks.take_full_backup()
 
     @task(outlets=[FULL_BACKUP])
     def verify_full_backup(backup_id: str) -> dict:
-        from trading_ops.backup import tasks
-
+        """Checksums, a full read of the dump by pg_restore, pg_verifybackup on the extracted base backup with its
+        WAL; a damaged backup is marked `verified: false` and the task fails (P2)."""
         return tasks.verify("full", backup_id)
 
     verified = verify_full_backup(take_full_backup())
-    verified >> apply_retention() >> check_backup_freshness()
+    verified >> tasks.apply_retention() >> tasks.check_backup_freshness()
 
 
 db_backup_full()

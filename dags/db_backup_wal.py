@@ -6,20 +6,26 @@ transaction-log archive. PostgreSQL itself archives every WAL segment as it fill
 (`plugins/trading_ops/backup/archive_wal.sh`, see the README) into `backup.wal_archive_dir`; this DAG proves that
 archive is whole and copies each day's segments into the backup repository as `incremental/<YYYY-MM-DD>/`.
 
-**Schedule**: `0 1 * * *` in Asia/Seoul (policy `backup.incremental.schedule`), `max_active_runs=1`, no catch-up.
+**Schedule**: `0 1 * * *` in Asia/Seoul (written here, the one place it lives), `max_active_runs=1`, no catch-up.
+
+**Dry run** (`dry_run`, off by default: the schedule does the real work): runs every read-only check (the
+connection, its user's right to call pg_switch_wal(), WAL archiving on and not failing, the archive directory
+and the repository writable, the encryption key when encryption is on), checks the archive's continuity up to the
+newest archived segment, and prints the plan: the bundle id, the segments and files it would write, then the
+retention plan. It switches no segment, writes no bundle, deletes nothing and sends no alert.
 
 ## Tasks
-- `switch_wal_segment`: `pg_switch_wal()`, then waits (`backup.archive_wait`) until that segment is in the
-  archive; fails if `pg_stat_archiver` shows archive_command failing. Logs the RPO: the age of the newest
-  archived segment before the switch.
+- `switch_wal_segment`: the checks, then `pg_switch_wal()` and a wait (`backup.archive_wait`) until that segment
+  is in the archive; fails if `pg_stat_archiver` shows archive_command failing. Logs the RPO: the age of the
+  newest archived segment before the switch.
 - `check_wal_continuity`: every segment from the newest full backup's base-backup start to the one just switched
   must be in the archive, on the timeline its history says (a gap makes point-in-time recovery past it
   impossible: the run fails and alerts).
 - `bundle_wal_segments`: copies the segments archived since the previous bundle, compressed (and encrypted when
   the policy says so) with sha256 checksums and a manifest, into `incremental/<date>/` (date of the run in the
   policy's timezone). Publishes the Asset `trading_db.wal_backup` once verified.
-- `verify_wal_bundle`: checksums, and every segment decompresses to a whole segment.
-- `apply_retention`: the same retention as db_backup_full (`dry_run` parameter prints the plan only).
+- `verify_wal_bundle`: checksums, and every segment decompresses to a whole segment. Skipped on a dry run.
+- `apply_retention`: the same retention as db_backup_full (a dry run prints the plan only).
 - `check_backup_freshness`: runs even when the others failed; alerts when the newest verified full backup or the
   newest WAL bundle is older than `backup.stale_after`.
 
@@ -49,15 +55,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, dag, task
 
-from trading_ops.backup.dag_tasks import apply_retention, check_backup_freshness
-from trading_ops.dag_defaults import cron, default_args
+from trading_ops.backup import tasks
+from trading_ops.dag_defaults import cron, default_args, dry_run_param
 
 WAL_BACKUP = Asset("trading_db.wal_backup")
 
 
 @dag(
+    description="Daily WAL backup of trading_db: segment switch, archive continuity, a verified bundle, retention.",
     schedule=cron("0 1 * * *"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
@@ -65,40 +72,33 @@ WAL_BACKUP = Asset("trading_db.wal_backup")
     default_args=default_args(),
     tags=["database", "backup", "daily"],
     doc_md=__doc__,
-    params={
-        "dry_run": Param(False, type="boolean", description="Retention only prints what it would delete."),
-    },
+    params={"dry_run": dry_run_param(default=False)},
 )
 def db_backup_wal():
     @task
     def switch_wal_segment() -> dict:
-        from trading_ops.backup import tasks
-
+        """pg_switch_wal() and a wait until the segment is archived; a dry run reports the newest archived one."""
         return tasks.switch_wal()
 
     @task
     def check_wal_continuity(switched: dict) -> dict:
-        from trading_ops.backup import tasks
-
+        """Every segment from the newest full backup's base-backup start on is in the archive, on its timeline."""
         return tasks.wal_continuity(switched)
 
     @task
     def bundle_wal_segments(switched: dict) -> str:
-        from trading_ops.backup import tasks
-
-        return tasks.wal_bundle(tasks.run_moment(get_current_context()), switched)
+        """The segments archived since the previous bundle, into `incremental/<date>/`; returns the bundle id."""
+        return tasks.bundle_wal(switched)
 
     @task(outlets=[WAL_BACKUP])
     def verify_wal_bundle(bundle_id: str) -> dict:
-        from trading_ops.backup import tasks
-
         return tasks.verify("incremental", bundle_id)
 
     switched = switch_wal_segment()
     continuity = check_wal_continuity(switched)
-    retention = apply_retention()
+    retention = tasks.apply_retention()
     verify_wal_bundle(bundle_wal_segments(switched)) >> retention
-    [continuity, retention] >> check_backup_freshness()
+    [continuity, retention] >> tasks.check_backup_freshness()
 
 
 db_backup_wal()

@@ -86,7 +86,6 @@ from trading_ops.dag_defaults import cron, default_args, dry_run_param
 
 
 @dag(
-    dag_id="db_maintenance",
     description="Archive old market data, refresh statistics and rebuild bloated indexes without blocking writers.",
     schedule=cron("0 3 * * *"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),

@@ -74,6 +74,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 from trading_ops.dag_defaults import default_args, dry_run_param
+from trading_ops.restore import request as form
 
 FORM_SECTION_WHAT = "What to restore"
 FORM_SECTION_HOW = "How"
@@ -93,7 +94,7 @@ FORM_SECTION_SAFETY = "Safety"
         "backup_id": Param(
             "latest",
             type="string",
-            pattern=r"^(latest|[0-9]{8}T[0-9]{6}Z)$",
+            pattern=form.BACKUP_CHOICE_PATTERN,
             title="Backup",
             description_md="`latest` (the newest verified full backup) or a backup id as "
             "`python -m trading_ops backups list` shows it, e.g. `20261101T010000Z`.",
@@ -102,7 +103,7 @@ FORM_SECTION_SAFETY = "Safety"
         "target_database": Param(
             "trading_db",
             type="string",
-            pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+            pattern=form.DATABASE_NAME_PATTERN,
             title="Target database",
             description_md="The database to replace. It must exist.",
             section=FORM_SECTION_WHAT,
@@ -110,7 +111,7 @@ FORM_SECTION_SAFETY = "Safety"
         "restore_mode": Param(
             "swap",
             type="string",
-            enum=["swap", "in_place"],
+            enum=list(form.RESTORE_MODES),
             values_display={
                 "swap": "swap: restore into a new database, verify, then swap names (safe)",
                 "in_place": "in_place: pg_restore --clean into the live database",
@@ -124,8 +125,8 @@ FORM_SECTION_SAFETY = "Safety"
         "jobs": Param(
             2,
             type="integer",
-            minimum=1,
-            maximum=16,
+            minimum=form.MIN_JOBS,
+            maximum=form.MAX_JOBS,
             title="Parallel pg_restore jobs",
             description_md="`pg_restore --jobs` in swap mode (in-place restores run as one transaction, serially).",
             section=FORM_SECTION_HOW,

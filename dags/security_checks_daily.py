@@ -9,7 +9,7 @@ Alerts carry a link to the check's task. When a severity that alerted has no act
 waived), the next run resolves its alert under the same dedup key (`security:<check>:<severity>`), which closes
 the PagerDuty incident of a critical finding.
 
-**Schedule**: every day at 02:00 Asia/Seoul (`security.schedules.daily`). Manual runs review the day before the
+**Schedule**: every day at 02:00 Asia/Seoul. Manual runs review the day before the
 moment they are triggered.
 
 ## Tasks
@@ -71,6 +71,7 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
+    description="Daily security checks: known vulnerabilities, the authentication logs, failed logins.",
     schedule=cron("0 2 * * *"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,

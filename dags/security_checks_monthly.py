@@ -10,7 +10,7 @@ Alerts carry a link to the check's task. When a severity that alerted has no act
 waived), the next run resolves its alert under the same dedup key (`security:<check>:<severity>`), which closes
 the PagerDuty incident of a critical finding.
 
-**Schedule**: the 1st of every month at 05:00 Asia/Seoul (`security.schedules.monthly`).
+**Schedule**: the 1st of every month at 05:00 Asia/Seoul.
 
 ## Tasks
 - `probe_attack_surface` (`penetration_test`): ONLY the hosts in `security.penetration_test.targets`, only on
@@ -81,6 +81,7 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
+    description="Monthly security checks: penetration test, security policy review, access-right audit.",
     schedule=cron("0 5 1 * *"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,

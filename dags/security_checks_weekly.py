@@ -9,7 +9,7 @@ Alerts carry a link to the check's task. When a severity that alerted has no act
 waived), the next run resolves its alert under the same dedup key (`security:<check>:<severity>`), which closes
 the PagerDuty incident of a critical finding.
 
-**Schedule**: Mondays at 04:00 Asia/Seoul (`security.schedules.weekly`).
+**Schedule**: Mondays at 04:00 Asia/Seoul.
 
 ## Tasks
 - `check_dependency_updates` (`dependency_updates`): every `name==version` pin of `security.requirement_files`
@@ -72,6 +72,7 @@ from trading_ops.security.tasks import security_checks
 
 
 @dag(
+    description="Weekly security checks: dependency updates, TLS certificates, firewall rules.",
     schedule=cron("0 4 * * 1"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,

@@ -1,7 +1,6 @@
 """Test harness: Airflow pointed at a temporary home, a real PostgreSQL 15 cluster, and a test policy.
 
-Airflow reads its configuration when first imported, so the environment is set here, at import time of the
-conftest, before any test module imports airflow.
+`tests.support.harness` sets Airflow's environment and is imported first, before anything imports airflow.
 """
 
 from __future__ import annotations
@@ -9,52 +8,14 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-RUN_DIR = Path(tempfile.mkdtemp(prefix="trading-ops-test-"))
-# The postgres OS user runs the test cluster and must be able to enter this directory.
-RUN_DIR.chmod(0o755)
-AIRFLOW_HOME = RUN_DIR / "airflow-home"
-AIRFLOW_HOME.mkdir()
-
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-    }
-)
-
-# Airflow replaces the root logging handlers when it configures logging on first import; doing it now, before
-# pytest installs its capture handlers for each test, keeps `caplog` working in tests that use Airflow hooks.
-import airflow.providers.postgres.hooks.postgres  # noqa: E402, F401
-
-from trading_ops.devenv import write_local_policy  # noqa: E402
-from trading_ops.localpg import LocalCluster  # noqa: E402
-
-PG_BASE = RUN_DIR / "pg"
-POLICY_ROOT = RUN_DIR / "root"
-POLICY_ROOT.mkdir()
-TEST_POLICY = write_local_policy(
-    RUN_DIR / "ops_policy.yaml",
-    POLICY_ROOT,
-    wal_archive_dir=PG_BASE / "wal-archive",
-    airflow_url="http://127.0.0.1:8080",
-)
-os.environ["TRADING_OPS_POLICY"] = str(TEST_POLICY)
-
-# Demo data ends here, so tests that archive "older than 3 months" know exactly which rows qualify.
-DEMO_END = datetime(2026, 11, 1, tzinfo=UTC)
-TEMPLATE_DB = "trading_db_template"
+from tests.support.harness import DEMO_END, PG_BASE, RUN_DIR, TEMPLATE_DB, TEST_POLICY
+from trading_ops.dev.localpg import LocalCluster
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -66,7 +27,7 @@ def pg_cluster():
     """A real PostgreSQL 15 on 127.0.0.1 with WAL archiving, amcheck and the manual's schema in trading_db."""
     import psycopg
 
-    from trading_ops.demo_data import create_schema, load_demo_data
+    from trading_ops.dev.demo_data import create_schema, load_demo_data
 
     cluster = LocalCluster(PG_BASE)
     cluster.init()
@@ -122,6 +83,14 @@ def make_policy(tmp_path, monkeypatch):
         return path
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    """The project's DAGs, parsed once for the session."""
+    from tests.support.dagbag import project_dagbag
+
+    return project_dagbag()
 
 
 @pytest.fixture(scope="session")

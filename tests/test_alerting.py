@@ -171,7 +171,7 @@ def test_resolve_closes_the_incident_and_reopens_the_window(routed):
 
 def test_an_unreachable_state_database_does_not_stop_the_alert(alert_fakes, pg_cluster, monkeypatch, caplog):
     slack, pagerduty = alert_fakes
-    from trading_ops.localpg import free_port
+    from trading_ops.dev.localpg import free_port
 
     monkeypatch.setenv("AIRFLOW_CONN_TRADING_DB", f"postgresql://postgres:x@127.0.0.1:{free_port()}/trading_db")
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.support.harness import ROOT
 from trading_ops.backup import EncryptionKey, Repository, take_full_backup
 
 
@@ -70,13 +70,3 @@ def test_keygen_prints_an_age_identity(tmp_path):
     assert result.returncode == 0
     secret = result.stdout.strip()
     assert EncryptionKey.from_secret(secret).key_id in result.stderr
-
-
-def test_airflow_does_not_load_the_cli_as_a_plugin():
-    """The plugin manager imports every file of plugins/ by its stem; a module named __main__ would replace the
-    running program's (airflow standalone then starts `python -m trading_ops scheduler`)."""
-    from airflow._shared.module_loading import find_path_from_directory
-
-    files = list(find_path_from_directory(str(ROOT / "plugins"), ".airflowignore", "glob"))
-    assert any(path.endswith("trading_ops/backup/full.py") for path in files)
-    assert not any(path.endswith("__main__.py") for path in files)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.harness import ROOT
 from trading_ops.backup import (
     FULL_ID_RE,
     BackupCorrupt,
@@ -27,8 +27,8 @@ from trading_ops.backup import (
     take_full_backup,
     verify_backup,
 )
-from trading_ops.backup.full import client_tool
 from trading_ops.db import libpq_env
+from trading_ops.pgtools import client
 
 TABLES = ("instruments", "market_data", "market_data_archive", "orders")
 
@@ -48,7 +48,7 @@ def _restore_into_new_database(pg_cluster, dump, name: str) -> dict[str, int]:
     pg_cluster.create_database(name)
     try:
         subprocess.run(
-            [client_tool("pg_restore"), "-j", "2", "--no-owner", "-d", name, str(dump)],
+            [client("pg_restore"), "-j", "2", "--no-owner", "-d", name, str(dump)],
             env={**os.environ, **libpq_env(database=name)},
             check=True,
             capture_output=True,

@@ -11,12 +11,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import RUN_DIR
-from trading_ops.backup import Repository, extract_base_backup, list_backups, take_full_backup, tasks, verify_backup
+from tests.support.harness import RUN_DIR
+from trading_ops.backup import Repository, extract_base_backup, jobs, list_backups, take_full_backup, verify_backup
 from trading_ops.backup.access import configure_recovery
 from trading_ops.backup.wal import WalArchiveError, check_continuity, missing_segments, switch_and_wait
 from trading_ops.backup.wal_names import SEGMENT_RE, name_of
-from trading_ops.localpg import ARCHIVE_SCRIPT, LocalCluster, _give_to_server_user
+from trading_ops.dev.localpg import ARCHIVE_SCRIPT, LocalCluster, _give_to_server_user
 
 SEGMENT = 16 * 1024 * 1024
 MOMENT = datetime(2026, 11, 1, 16, 0, tzinfo=UTC)
@@ -74,21 +74,21 @@ def _write_and_switch(conn, rows: int) -> str:
 def test_wal_backup_is_switched_checked_bundled_and_verified(pg_cluster, pg_conn, make_policy, tmp_path):
     make_policy({"backup.repository": str(tmp_path / "repo")})
     repository = Repository(tmp_path / "repo")
-    full_id = tasks.full_backup(MOMENT)
-    tasks.verify("full", full_id)
+    full_id = jobs.full_backup(MOMENT)
+    jobs.verify("full", full_id)
     for _ in range(2):
         _write_and_switch(pg_conn, 100)
 
-    switched = tasks.switch_wal()
+    switched = jobs.switch_wal()
     assert SEGMENT_RE.match(switched["last_segment"]) and switched["archiver"]["failed_count"] == 0
     assert switched["rpo_seconds"] is not None and switched["rpo_seconds"] >= 0
-    continuity = tasks.wal_continuity(switched)
+    continuity = jobs.wal_continuity(switched)
     full = repository.info("full", full_id)
     assert continuity["first"] == full.manifest["wal_start_segment"] and continuity["segments_checked"] >= 3
 
-    bundle_id = tasks.wal_bundle(MOMENT, switched)
+    bundle_id = jobs.wal_bundle(MOMENT, switched)
     assert bundle_id == "2026-11-02", "the date is the run's date in the policy's timezone (Asia/Seoul)"
-    summary = tasks.verify("incremental", bundle_id)
+    summary = jobs.verify("incremental", bundle_id)
     assert summary["verified"] is True and summary["type"] == "incremental"
     bundle = repository.info("incremental", bundle_id)
     segments = [entry["role"] for entry in bundle.manifest["files"] if SEGMENT_RE.match(entry["role"])]
@@ -98,9 +98,9 @@ def test_wal_backup_is_switched_checked_bundled_and_verified(pg_cluster, pg_conn
         assert (bundle.path / "wal" / f"{name}.zst").exists()
 
     # A retry of the same run adds nothing; the next day's bundle starts after this one.
-    assert tasks.wal_bundle(MOMENT, switched) == bundle_id
+    assert jobs.wal_bundle(MOMENT, switched) == bundle_id
     _write_and_switch(pg_conn, 10)
-    next_day = tasks.wal_bundle(MOMENT + timedelta(days=1), tasks.switch_wal())
+    next_day = jobs.wal_bundle(MOMENT + timedelta(days=1), jobs.switch_wal())
     first_next = repository.info("incremental", next_day).manifest["first_segment"]
     assert first_next == name_of(1, int(segments[-1][8:16], 16) * 256 + int(segments[-1][16:], 16) + 1, SEGMENT)
     assert [b.type for b in list_backups(repository)] == ["incremental", "incremental", "full"]
@@ -126,7 +126,7 @@ def test_a_removed_segment_is_reported_as_a_gap(pg_cluster, pg_conn, make_policy
     full_start = Repository(tmp_path / "repo").info("full", "20261101T000000Z").manifest["wal_start_segment"]
     (copy / full_start).unlink(missing_ok=True)
     with pytest.raises(WalArchiveError, match="gap"):
-        tasks.wal_continuity({"segment_size": SEGMENT, "last_segment": full_start})
+        jobs.wal_continuity({"segment_size": SEGMENT, "last_segment": full_start})
 
 
 def test_continuity_follows_the_timeline_history(tmp_path):

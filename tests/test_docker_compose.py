@@ -1,16 +1,22 @@
-"""docker-compose.yaml parses, runs the pinned Airflow, and mounts this repository's folders."""
+"""docker-compose.yaml parses, runs the pinned Airflow, mounts this repository's folders and what the checks
+read, and gives the DAGs every connection the policy names."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE_ENV = {"TRADING_DB_PASSWORD": "pw", "AIRFLOW_JWT_SECRET": "jwt", "AIRFLOW_SECRET_KEY": "key"}
+from tests.support.harness import ROOT
+from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy
+
+# A password full of what a URI would take for its own syntax.
+DB_PASSWORD = "p/w@x:y#z?%+ &"
+COMPOSE_ENV = {"TRADING_DB_PASSWORD": DB_PASSWORD, "AIRFLOW_JWT_SECRET": "jwt", "AIRFLOW_SECRET_KEY": "key"}
 AIRFLOW_SERVICES = {
     "airflow-apiserver",
     "airflow-scheduler",
@@ -36,15 +42,18 @@ def compose() -> dict:
     return yaml.safe_load(result.stdout)
 
 
-def _mounts(service: dict) -> dict[str, str]:
-    """target -> source, whether the compose version prints long or short volume syntax."""
+def _mounts(service: dict, *, read_only: bool = False) -> dict[str, str]:
+    """target -> source (only the read-only mounts with `read_only`), whether the compose version prints long or
+    short volume syntax."""
     mounts = {}
     for volume in service["volumes"]:
         if isinstance(volume, dict):
-            mounts[volume["target"]] = volume.get("source")
+            if volume.get("read_only") or not read_only:
+                mounts[volume["target"]] = volume.get("source")
         else:
-            source, target, *_ = volume.split(":")
-            mounts[target] = source
+            source, target, *mode = volume.split(":")
+            if "ro" in mode or not read_only:
+                mounts[target] = source
     return mounts
 
 
@@ -54,7 +63,6 @@ def test_compose_has_airflow_celery_and_trading_db(compose):
     for name in AIRFLOW_SERVICES:
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-        assert env["AIRFLOW_CONN_TRADING_DB"].endswith("@trading-db:5432/trading_db")
         mounts = _mounts(services[name])
         for folder in ("dags", "plugins", "include"):
             assert mounts[f"/opt/airflow/{folder}"] == str(ROOT / folder)
@@ -97,3 +105,58 @@ def test_trading_db_archives_through_the_shipped_script(compose):
     worker = compose["services"]["airflow-worker"]
     assert _mounts(worker)["/var/lib/postgresql/wal-archive"] == "wal-archive"
     assert "999" in [str(group) for group in worker["group_add"]], "workers read the archive as postgres' group"
+
+
+def test_the_database_password_reaches_airflow_whatever_its_characters(compose):
+    from airflow.sdk import Connection
+
+    env = compose["services"]["airflow-worker"]["environment"]
+    connection = Connection.from_json(env["AIRFLOW_CONN_TRADING_DB"], conn_id="trading_db")
+    assert (connection.conn_type, connection.host, connection.port) == ("postgres", "trading-db", 5432)
+    assert (connection.schema, connection.login, connection.password) == ("trading_db", "trading", DB_PASSWORD)
+    assert compose["services"]["trading-db"]["environment"]["POSTGRES_PASSWORD"] == DB_PASSWORD
+
+
+def test_the_workers_read_the_logs_the_security_checks_review(compose):
+    auth_logs = load_policy(DEFAULT_POLICY_PATH).security.auth_logs
+    trading_db = compose["services"]["trading-db"]
+    settings = dict(arg.split("=", 1) for arg in trading_db["command"] if "=" in arg)
+    postgres_log = PurePosixPath(auth_logs.postgres_paths[0])
+    assert settings["logging_collector"] == "on" and settings["log_connections"] == "on"
+    assert (settings["log_directory"], settings["log_filename"]) == (str(postgres_log.parent), postgres_log.name)
+    assert _mounts(trading_db)[str(postgres_log.parent)] == "postgres-logs"
+    for name in AIRFLOW_SERVICES:
+        mounts = _mounts(compose["services"][name], read_only=True)
+        assert mounts[str(postgres_log.parent)] == "postgres-logs", name
+        assert mounts[auth_logs.ssh_paths[0]] == auth_logs.ssh_paths[0], f"{name}: the host's sshd/sudo log"
+
+
+def _conn_ids(node) -> set[str]:
+    """Every connection id the policy names (keys ending in conn_id, and the per-channel Slack connections)."""
+    if isinstance(node, dict):
+        found = {value for key, value in node.items() if str(key).endswith("conn_id") and isinstance(value, str)}
+        found |= set(node.get("slack_channel_conn_ids", {}).values())
+        return found.union(*(_conn_ids(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_conn_ids(value) for value in node))
+    return set()
+
+
+def test_every_connection_the_policy_names_is_listed(compose):
+    needed = _conn_ids(load_policy(DEFAULT_POLICY_PATH).model_dump(by_alias=True)) | {"prometheus"}
+    assert {"trading_db", "kubernetes_default", "slack_alerts", "pagerduty_events", "osv_api"} <= needed
+    header = (ROOT / "docker-compose.yaml").read_text().split("\n\n")[0]
+    for name in AIRFLOW_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert {f"AIRFLOW_CONN_{conn_id.upper()}" for conn_id in needed} <= set(env), name
+    for conn_id in needed:
+        assert re.search(rf"^#\s+(\S+, )*{conn_id}\b", header, re.MULTILINE), f"the header explains {conn_id}"
+
+
+def test_the_header_names_only_variables_the_file_uses():
+    text = (ROOT / "docker-compose.yaml").read_text()
+    header, body = text.split("\n\n", 1)
+    mentioned = set(re.findall(r"\b([A-Z][A-Z_]+)=", header))
+    assert mentioned == {"TRADING_DB_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_SECRET_KEY"}
+    assert all(f"${{{name}" in body for name in mentioned)
+    assert "AIRFLOW_ADMIN_PASSWORD" not in text

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
+from tests.support.dagbag import fresh_dag
 from tests.support.logs import CLASSES, tree
 from trading_ops.logs.archives import extract_archive
 from trading_ops.streams import EncryptionKey
@@ -19,9 +20,7 @@ IDENTITY = x25519.Identity.generate()
 
 @pytest.fixture
 def log_rotation_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAG_FILE)).get_dag("log_rotation")
+    return fresh_dag("log_rotation")
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import DEMO_END, ROOT
+from tests.support.dagbag import fresh_dag
+from tests.support.harness import DEMO_END
 from tests.support.insert_probe import InsertProbe
 from tests.support.maintenance import (  # noqa: F401 (db_fixture provides the `db` fixture)
     CUTOFF,
@@ -25,11 +26,10 @@ WORST_INSERT_MS = 500
 
 def run_dag(conf: dict) -> tuple[dict, dict]:
     """One dag.test() run at MOMENT; returns (task states, return values)."""
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    dag = DagBag(dag_folder=str(ROOT / "dags" / "db_maintenance.py")).dags["db_maintenance"]
+    dag = fresh_dag("db_maintenance")
     dag_run = dag.test(logical_date=MOMENT, run_conf=conf)
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     with create_session() as session:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import DEMO_END
+from tests.support.harness import DEMO_END
 from tests.support.insert_probe import InsertProbe
 from tests.support.maintenance import (  # noqa: F401 (the `db` and `maintenance_role` fixtures)
     CUTOFF,

@@ -385,7 +385,7 @@ def test_a_rerun_of_an_older_run_after_the_rule_cleared_does_not_backdate_it(rul
 def test_postgres_down_alerts_at_once_without_state_and_fails_the_task(alert_fakes, pg_cluster, monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from trading_ops.localpg import free_port
+    from trading_ops.dev.localpg import free_port
 
     slack, pagerduty = alert_fakes
     monkeypatch.setenv("AIRFLOW_CONN_TRADING_DB", f"postgresql://postgres:x@127.0.0.1:{free_port()}/trading_db")

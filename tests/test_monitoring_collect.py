@@ -58,8 +58,9 @@ def test_replication_lag_does_not_grow_while_the_primary_is_idle(pg_cluster, mon
     """A standby that has replayed everything has no lag, however long ago the primary's last commit was."""
     import subprocess
 
-    from tests.conftest import RUN_DIR
-    from trading_ops.localpg import LocalCluster, _as_server_user, _give_to_server_user, server_bindir
+    from tests.support.harness import RUN_DIR
+    from trading_ops.dev.localpg import LocalCluster, _as_server_user, _give_to_server_user
+    from trading_ops.pgtools import server_bindir
 
     home = RUN_DIR / "replication"
     home.mkdir()
@@ -110,7 +111,7 @@ def test_replication_lag_does_not_grow_while_the_primary_is_idle(pg_cluster, mon
 
 
 def test_an_unreachable_postgres_is_measured_as_down(pg_cluster, monkeypatch, caplog):
-    from trading_ops.localpg import free_port
+    from trading_ops.dev.localpg import free_port
 
     monkeypatch.setenv("AIRFLOW_CONN_TRADING_DB", f"postgresql://postgres:x@127.0.0.1:{free_port()}/trading_db")
     assert collect.collect_postgres_metrics("trading_db") == {"pg_up": 0.0}

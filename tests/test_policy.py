@@ -7,7 +7,9 @@ from datetime import timedelta
 import pytest
 import yaml
 
+from trading_ops.errors import UserError
 from trading_ops.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy, parse_policy
+from trading_ops.security.catalog import checks_of
 
 
 @pytest.fixture
@@ -48,11 +50,10 @@ def test_shipped_policy_holds_the_manuals_numbers():
 
     assert policy.maintenance.archive.retention_months == 3
     assert policy.maintenance.archive.time_column == "timestamp"
-    assert (policy.backup.full.schedule, policy.backup.full.retention) == ("0 1 * * 0", timedelta(weeks=4))
-    assert policy.backup.full.type == "snapshot"
-    assert (policy.backup.incremental.schedule, policy.backup.incremental.retention) == ("0 1 * * *", timedelta(days=7))
-    assert policy.backup.incremental.type == "wal"
-    assert policy.backup.transaction_logs.archive and policy.backup.transaction_logs.retention == timedelta(days=30)
+    # The schedules (full Sundays 01:00, incremental daily 01:00) are the DAG files': tests/test_dag_integrity.py.
+    assert policy.backup.full.retention == timedelta(weeks=4)
+    assert policy.backup.incremental.retention == timedelta(days=7)
+    assert policy.backup.transaction_logs.retention == timedelta(days=30)
 
     logs = policy.logs.classes
     gib = 1024**3
@@ -62,9 +63,22 @@ def test_shipped_policy_holds_the_manuals_numbers():
     assert all(log_class.compression for log_class in logs.values())
     assert [name for name, log_class in logs.items() if log_class.encryption] == ["audit_logs"]
 
-    assert policy.security.checks.daily == ["vulnerability_scan", "auth_log_review", "failed_login_attempts"]
-    assert policy.security.checks.weekly == ["dependency_updates", "ssl_cert_check", "firewall_rule_review"]
-    assert policy.security.checks.monthly == ["penetration_test", "security_policy_review", "access_right_audit"]
+    # The check sets live in the catalog only (the DAGs build their tasks from it while parsing).
+    assert [check.name for check in checks_of("daily")] == [
+        "vulnerability_scan",
+        "auth_log_review",
+        "failed_login_attempts",
+    ]
+    assert [check.name for check in checks_of("weekly")] == [
+        "dependency_updates",
+        "ssl_cert_check",
+        "firewall_rule_review",
+    ]
+    assert [check.name for check in checks_of("monthly")] == [
+        "penetration_test",
+        "security_policy_review",
+        "access_right_audit",
+    ]
     ssh = {entry.role: entry for entry in policy.security.access_control.ssh_access}
     assert ssh["admin"].auth == ["public_key", "2fa"] and ssh["developer"].restrictions == [
         "read_only",
@@ -100,6 +114,10 @@ def test_shipped_policy_holds_the_manuals_numbers():
         (lambda p: p["alerting"].update(slack_channel="#x"), "alerting.slack_channel is not a known setting"),
         (lambda p: p["alerting"]["dag_levels"].update(db_restore="P0"), "alerting.dag_levels.db_restore"),
         (lambda p: p["incident_levels"].pop("P2"), "incident_levels lacks P2"),
+        (
+            lambda p: p["security"]["access_control"]["ssh_access"][1].update(auth=["public_key"]),
+            "security.access_control.ssh_access.1.auth: must be [public_key, 2fa]",
+        ),
     ],
 )
 def test_a_bad_policy_fails_with_one_sentence_naming_the_key(shipped, change, message):
@@ -130,25 +148,36 @@ def test_missing_or_broken_policy_file_is_one_sentence(tmp_path, monkeypatch):
         load_policy()
 
 
-def test_dag_schedules_follow_the_policy():
-    """Airflow needs a DAG's schedule at parse time, when reading the policy is not allowed: the two must agree."""
-    from airflow.dag_processing.dagbag import DagBag
+# Keys nothing read (editing them changed nothing) and the schedules, which live in the DAG files: each is refused.
+UNREAD_KEYS = {
+    "restore.kubernetes_conn_id": "kubernetes_default",
+    "backup.full.type": "snapshot",
+    "backup.incremental.type": "wal",
+    "backup.transaction_logs.archive": True,
+    "incident_procedure": ["detect", "judge_severity"],
+    "monitoring.schedule": "*/5 * * * *",
+    "maintenance.schedule": "0 3 * * *",
+    "backup.full.schedule": "0 1 * * 0",
+    "backup.incremental.schedule": "0 1 * * *",
+    "logs.schedule": "30 0 * * *",
+    "security.schedules": {"daily": "0 2 * * *"},
+    "security.checks": {"daily": ["vulnerability_scan"]},
+}
 
-    from tests.test_dag_integrity import DAGS_DIR
 
-    policy = load_policy(DEFAULT_POLICY_PATH)
-    expected = {
-        "db_backup_full": policy.backup.full.schedule,
-        "db_backup_wal": policy.backup.incremental.schedule,
-        "db_maintenance": policy.maintenance.schedule,
-        "log_rotation": policy.logs.schedule,
-        "security_checks_daily": policy.security.schedules.daily,
-        "security_checks_weekly": policy.security.schedules.weekly,
-        "security_checks_monthly": policy.security.schedules.monthly,
-    }
-    dags = DagBag(dag_folder=str(DAGS_DIR)).dags
-    for dag_id, cron in expected.items():
-        if dag_id in dags:
-            timetable = dags[dag_id].timetable
-            assert timetable._expression == cron, dag_id
-            assert str(timetable._timezone.name) == policy.timezone, dag_id
+@pytest.mark.parametrize("dotted", UNREAD_KEYS)
+def test_a_key_nothing_reads_is_refused(shipped, dotted):
+    *parents, last = dotted.split(".")
+    node = shipped
+    for key in parents:
+        node = node[key]
+    node[last] = UNREAD_KEYS[dotted]
+    with pytest.raises(PolicyError, match=rf"^Policy ops_policy.yaml is invalid: {dotted} is not a known setting\.$"):
+        parse_policy(shipped, "ops_policy.yaml")
+
+
+def test_a_policy_error_stops_a_task_at_once():
+    """A bad policy is the user's to fix: Airflow fails the task without retrying it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    assert issubclass(PolicyError, UserError) and issubclass(PolicyError, AirflowFailException)

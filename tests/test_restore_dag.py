@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.support.dagbag import fresh_dag
+
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "db_restore.py"
 TABLES = ("market_data", "market_data_archive", "orders", "instruments")
-
-
-def _parse():
-    """A fresh parse per test: dag.test() keeps a run's conf in the DAG's params."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAG_FILE)).dags["db_restore"]
 
 
 @pytest.fixture
 def restore_dag():
-    """Retries off, so the failure tests do not sit through retry delays."""
-    dag = _parse()
+    """A fresh parse per test (dag.test() keeps a run's conf in the DAG's params), retries off so the failure
+    tests do not sit through retry delays."""
+    dag = fresh_dag("db_restore")
     for task in dag.tasks:
         task.retries = 0
     return dag
@@ -33,7 +27,7 @@ def restore_dag():
 @pytest.fixture
 def declared_restore_dag():
     """The DAG with the retries it declares, for the tests that show which failures are not retried."""
-    return _parse()
+    return fresh_dag("db_restore")
 
 
 @pytest.fixture

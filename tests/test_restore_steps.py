@@ -16,7 +16,6 @@ from trading_ops.restore import database
 from trading_ops.restore.request import RestoreRefused, RestoreRequest
 from trading_ops.restore.verification import verify_integrity
 
-ID = re.compile(r"^\d{8}T\d{6}Z-full$")
 VALID = {
     "backup_id": "latest",
     "target_database": "trading_db",
@@ -43,13 +42,13 @@ VALID = {
 )
 def test_bad_params_are_refused_in_one_sentence(change, sentence):
     with pytest.raises(RestoreRefused) as excinfo:
-        RestoreRequest.from_params({**VALID, **change}, ID)
+        RestoreRequest.from_params({**VALID, **change})
     message = str(excinfo.value)
     assert sentence in message and message.endswith(".") and "\n" not in message
 
 
 def test_dry_run_needs_no_confirmation():
-    request = RestoreRequest.from_params({**VALID, "dry_run": True, "confirm": ""}, ID)
+    request = RestoreRequest.from_params({**VALID, "dry_run": True, "confirm": ""})
     assert request.dry_run and request.backup_id == "latest"
 
 
@@ -212,3 +211,17 @@ def test_expired_retired_databases_are_dropped(pg_cluster, fresh_db):
     assert database.drop_expired_retired_databases("trading_db", fresh_db, timedelta(days=7), now) == [old]
     assert database.database_exists("trading_db", recent) and not database.database_exists("trading_db", old)
     pg_cluster.drop_database(recent)
+
+
+def test_the_trigger_form_and_the_request_checks_share_their_limits():
+    from tests.support.dagbag import project_dagbag
+    from trading_ops.restore import request as form
+
+    params = project_dagbag().dags["db_restore"].params
+    assert params.get_param("backup_id").schema["pattern"] == form.BACKUP_CHOICE_PATTERN
+    assert params.get_param("target_database").schema["pattern"] == form.DATABASE_NAME_PATTERN
+    assert params.get_param("restore_mode").schema["enum"] == list(form.RESTORE_MODES)
+    jobs = params.get_param("jobs").schema
+    assert (jobs["minimum"], jobs["maximum"]) == (form.MIN_JOBS, form.MAX_JOBS)
+    assert form.BACKUP_CHOICE.fullmatch("20261101T010000Z") and form.BACKUP_CHOICE.fullmatch("latest")
+    assert not form.BACKUP_CHOICE.fullmatch("2026-11-01")

@@ -10,8 +10,6 @@ import pytest
 
 from tests.fakes.http_server import RecordingHttpServer
 from tests.fakes.package_index import PackageIndexFake
-from tests.test_dag_integrity import DAGS_DIR
-from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy
 from trading_ops.security.catalog import CHECKS, checks_of
 
 DATA = Path(__file__).parent / "data" / "security"
@@ -20,10 +18,8 @@ FIRST_RUN = datetime(2026, 11, 1, 17, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def dags():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS_DIR)).dags
+def dags(dagbag):
+    return dagbag.dags
 
 
 @pytest.mark.parametrize("frequency", ["daily", "weekly", "monthly"])
@@ -34,13 +30,6 @@ def test_each_dag_runs_its_check_set_one_task_per_check(dags, frequency):
     summary = dag.get_task("summarize_findings")
     assert summary.trigger_rule == "all_done"
     assert summary.upstream_task_ids == task_ids
-
-
-@pytest.mark.parametrize("frequency", ["daily", "weekly", "monthly"])
-def test_the_dags_check_sets_are_the_policys(frequency):
-    """The DAGs take their checks from the catalog (no policy read while parsing); the policy says the same."""
-    policy_set = getattr(load_policy(DEFAULT_POLICY_PATH).security.checks, frequency)
-    assert [check.name for check in checks_of(frequency)] == policy_set
 
 
 def test_every_check_has_its_own_task_id_and_a_function():
@@ -170,7 +159,7 @@ def test_the_local_policy_runs_what_works_here_and_skips_the_rest(
 ):
     """`make up`'s policy: the penetration test probes the local cluster and Airflow API; checks needing a real host
     or Kubernetes are skipped, saying what they need, and the run still succeeds."""
-    from trading_ops.devenv import LOCAL_DISABLED_CHECKS, write_local_policy
+    from trading_ops.dev.local_policy import LOCAL_DISABLED_CHECKS, write_local_policy
 
     with RecordingHttpServer() as airflow_api:
         airflow_api.route("GET", "/api/v2/dags")(lambda request: (401, {"detail": "Not authenticated"}))

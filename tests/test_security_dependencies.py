@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.package_index import PackageIndexFake
-from trading_ops.localpg import free_port
+from trading_ops.dev.localpg import free_port
 from trading_ops.security.dependencies import dependency_updates
 from trading_ops.security.findings import CheckSourceError
 from trading_ops.security.vulnerabilities import vulnerability_scan

@@ -17,10 +17,10 @@ import pytest
 import trustme
 from psycopg import sql
 
-from tests.conftest import RUN_DIR
 from tests.fakes.http_server import RecordingHttpServer
 from tests.fakes.kubernetes_api import KubernetesApiFake, group, service_account, user
-from trading_ops.localpg import LocalCluster, free_port
+from tests.support.harness import RUN_DIR
+from trading_ops.dev.localpg import LocalCluster, free_port
 from trading_ops.policy import load_policy
 from trading_ops.security.access import access_right_audit
 from trading_ops.security.authlogs import auth_log_review

@@ -8,7 +8,7 @@ import pytest
 import trustme
 
 from tests.fakes.tls_server import TlsServer
-from trading_ops.localpg import free_port
+from trading_ops.dev.localpg import free_port
 from trading_ops.policy import load_policy
 from trading_ops.security.findings import CheckSourceError
 from trading_ops.security.tls import ssl_cert_check

@@ -183,13 +183,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trading_ops.backup import BackupError, BackupKeyError, BackupNotFound
-    from trading_ops.policy import PolicyError
+    from trading_ops.backup import BackupError, BackupKeyError
+    from trading_ops.errors import UserError
 
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (BackupError, BackupKeyError, BackupNotFound, PolicyError) as exc:
+    except (UserError, BackupError, BackupKeyError) as exc:
         print(exc, file=sys.stderr)
         return 1
 

@@ -56,9 +56,3 @@ def libpq_env(conn_id: str = "trading_db", *, database: str | None = None) -> di
     if sslmode:
         env["PGSSLMODE"] = sslmode
     return env
-
-
-def database_name(conn_id: str = "trading_db") -> str:
-    from airflow.sdk import BaseHook
-
-    return BaseHook.get_connection(conn_id).schema or "postgres"

@@ -1,7 +1,10 @@
 """The operating policy: the manual's numbers and the deployment settings, loaded from YAML and validated.
 
 `load_policy()` reads `include/config/ops_policy.yaml`, or the file named by `TRADING_OPS_POLICY`. Any problem
-raises `PolicyError` with one sentence naming the file, the key and what is wrong with it.
+raises `PolicyError` with one sentence naming the file, the key and what is wrong with it; it is a `UserError`, so
+the task that loaded the policy fails at once, without retries. Every key is read by some part of the project: an
+unknown key (a typo, or a setting nothing reads) is refused, never silently accepted. Schedules are not here:
+Airflow reads them while parsing, when no file may be read, so each lives in its DAG file.
 """
 
 from __future__ import annotations
@@ -13,9 +16,20 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from trading_ops.errors import UserError
 from trading_ops.paths import CONFIG_DIR
+from trading_ops.security.catalog import CHECKS
 
 POLICY_ENV_VAR = "TRADING_OPS_POLICY"
 DEFAULT_POLICY_PATH = CONFIG_DIR / "ops_policy.yaml"
@@ -24,7 +38,7 @@ _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w
 _SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError):
     """The policy file is missing, unreadable or invalid."""
 
 
@@ -49,7 +63,6 @@ def parse_size(value: object) -> int:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 Percent = Annotated[float, Field(ge=0, le=100)]
-Cron = Annotated[str, Field(pattern=r"^\S+ \S+ \S+ \S+ \S+$")]
 IncidentLevelName = Literal["P1", "P2", "P3"]
 Severity = Literal["critical", "warning", "info"]
 
@@ -140,7 +153,6 @@ class MetricSources(Strict):
 
 
 class Monitoring(Strict):
-    schedule: Cron
     threshold_for: Duration
     # Critical thresholds page this PagerDuty service; None: thresholds go to Slack only and only alert_rules page.
     threshold_pagerduty_service: str | None = None
@@ -216,7 +228,6 @@ def _user_schema(name: str) -> str:
 
 class Maintenance(Strict):
     conn_id: str
-    schedule: Cron
     lock_timeout: Duration
     lock_retries: int = Field(ge=0)
     retry_backoff: Duration
@@ -228,14 +239,7 @@ class Maintenance(Strict):
     archive: Archive
 
 
-class BackupSchedule(Strict):
-    schedule: Cron
-    retention: Duration
-    type: Literal["snapshot", "wal"]
-
-
-class TransactionLogs(Strict):
-    archive: bool
+class Retained(Strict):
     retention: Duration
 
 
@@ -253,9 +257,9 @@ class Backup(Strict):
     conn_id: str
     repository: str
     wal_archive_dir: str
-    full: BackupSchedule
-    incremental: BackupSchedule
-    transaction_logs: TransactionLogs
+    full: Retained
+    incremental: Retained
+    transaction_logs: Retained
     compression: Literal["zstd", "gzip", "none"]
     compression_level: int = Field(ge=0, le=19)
     encryption: BackupEncryption
@@ -266,7 +270,6 @@ class Backup(Strict):
 
 class Restore(Strict):
     conn_id: str
-    kubernetes_conn_id: str
     keep_replaced_database: Duration
     scale_down_timeout: Duration
     scale_up_timeout: Duration
@@ -307,7 +310,6 @@ class LogClass(Strict):
 
 
 class Logs(Strict):
-    schedule: Cron
     classes: dict[str, LogClass] = Field(min_length=1)
     rotate_after: Duration
     rotate_over_size: ByteSize
@@ -320,10 +322,19 @@ class Logs(Strict):
 
 class SshAccess(Strict):
     role: str
-    auth: list[str] = Field(min_length=1)
+    # The manual's methods. auth_log_review and security_policy_review hold every ssh login to both (the second
+    # factor being one of `ssh_second_factor_methods`), so any other value would be written here and checked nowhere.
+    auth: list[str]
     restrictions: list[str] = []
     # The login names that hold this role on the hosts; auth_log_review checks logins and sudo against them.
     users: list[str] = []
+
+    @field_validator("auth")
+    @classmethod
+    def _what_the_checks_enforce(cls, auth: list[str]) -> list[str]:
+        if sorted(auth) != ["2fa", "public_key"]:
+            raise ValueError("must be [public_key, 2fa]: the security checks hold every ssh login to both")
+        return auth
 
 
 class KubernetesAccess(Strict):
@@ -335,18 +346,6 @@ class KubernetesAccess(Strict):
 class AccessControl(Strict):
     ssh_access: list[SshAccess]
     kubernetes: list[KubernetesAccess]
-
-
-class SecurityCheckSets(Strict):
-    daily: list[str] = Field(min_length=1)
-    weekly: list[str] = Field(min_length=1)
-    monthly: list[str] = Field(min_length=1)
-
-
-class SecuritySchedules(Strict):
-    daily: Cron
-    weekly: Cron
-    monthly: Cron
 
 
 class Waiver(Strict):
@@ -490,8 +489,6 @@ class AccessAudit(Strict):
 
 class Security(Strict):
     access_control: AccessControl
-    checks: SecurityCheckSets
-    schedules: SecuritySchedules
     findings_conn_id: str
     findings_schema: str
     # The PostgreSQL server whose settings, pg_hba rules, roles and grants are reviewed.
@@ -517,7 +514,7 @@ class Security(Strict):
 
     @model_validator(mode="after")
     def _disabled_checks_exist(self) -> Security:
-        unknown = set(self.disabled_checks) - {*self.checks.daily, *self.checks.weekly, *self.checks.monthly}
+        unknown = set(self.disabled_checks) - set(CHECKS)
         if unknown:
             raise ValueError(f"disabled_checks names {', '.join(sorted(unknown))}, which is not one of the checks")
         return self
@@ -564,7 +561,6 @@ class Policy(Strict):
     monitoring: Monitoring
     alert_rules: list[AlertRule]
     incident_levels: dict[IncidentLevelName, IncidentLevel]
-    incident_procedure: list[str]
     alerting: Alerting
     maintenance: Maintenance
     backup: Backup

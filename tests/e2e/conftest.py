@@ -8,11 +8,11 @@ import shutil
 import pytest
 import yaml
 
-from tests.conftest import ROOT, RUN_DIR, TEST_POLICY
 from tests.fakes.kubernetes_api import group, user
 from tests.fakes.kubernetes_workload import TradingApiFake
 from tests.fakes.package_index import PackageIndexFake
-from trading_ops.devenv import AirflowStandalone
+from tests.support.harness import ROOT, RUN_DIR, TEST_POLICY
+from trading_ops.dev.standalone import AirflowStandalone
 
 SECURITY_DATA = ROOT / "tests" / "data" / "security"
 

@@ -45,7 +45,7 @@ def test_dag_runs_on_the_real_scheduler(airflow_standalone, dag_id, conf, expect
 def test_log_rotation_rotates_compresses_and_encrypts_real_files(airflow_standalone, audit_log_identity):
     import io
 
-    from tests.conftest import TEST_POLICY
+    from tests.support.harness import TEST_POLICY
     from trading_ops.logs.archives import extract_archive
     from trading_ops.policy import load_policy
     from trading_ops.streams import EncryptionKey

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import ROOT
+from tests.support.harness import ROOT
 from trading_ops.maintenance.archive import archive_old_rows
 from trading_ops.maintenance.conversion import convert_to_partitioned
 from trading_ops.maintenance.session import APPLICATION_NAME, maintenance_session

@@ -44,9 +44,15 @@ API
         chmod 700 and start it (tests/test_backup_wal.py shows the whole point-in-time recovery)
     backup_key(backup, key=None) -> EncryptionKey | None   (from the connection the manifest names)
     EncryptionKey.from_connection(conn_id)   the age identity in the connection's password
-    Errors a user can cause are one sentence: BackupNotFound, BackupCorrupt, BackupKeyError, BackupError.
-    Compression, encryption and checksums are `trading_ops.streams`, shared with log archives (BackupKeyError
-    is its EncryptionKeyError).
+    FULL_ID_RE, FULL_ID_PATTERN; FULL_BACKUP_CHOICE_PATTERN  the trigger-form pattern: `latest` or a full backup id
+    Errors are one sentence. BackupNotFound and BackupCorrupt are `UserError`s (a request names a missing or
+    damaged backup: the task fails at once); BackupError is an operational failure (retried, alerted);
+    BackupKeyError (a missing or wrong key) is `trading_ops.streams.EncryptionKeyError`, a `UserError`.
+    Compression, encryption and checksums are `trading_ops.streams`, shared with log archives.
+
+The DAGs: `tasks` is the wing's only boundary with Airflow's context; `jobs` does what each task does, as plain
+functions of the policy, the run's time and `dry_run`; `preflight` holds the read-only checks every run (and every
+dry run) passes before anything is written.
 """
 
 from trading_ops.backup.access import (
@@ -62,6 +68,8 @@ from trading_ops.backup.catalog import list_backups, resolve_backup, staleness
 from trading_ops.backup.full import BackupError, take_full_backup
 from trading_ops.backup.repository import (
     BACKUP_ID_RE,
+    FULL_BACKUP_CHOICE_PATTERN,
+    FULL_ID_PATTERN,
     FULL_ID_RE,
     INCREMENTAL_ID_RE,
     BackupInfo,
@@ -75,6 +83,8 @@ from trading_ops.streams import EncryptionKeyError as BackupKeyError
 
 __all__ = [
     "BACKUP_ID_RE",
+    "FULL_BACKUP_CHOICE_PATTERN",
+    "FULL_ID_PATTERN",
     "FULL_ID_RE",
     "INCREMENTAL_ID_RE",
     "BackupCorrupt",

@@ -15,15 +15,21 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trading_ops.backup.full import BackupError, client_tool
+from trading_ops import pgtools
+from trading_ops.backup.full import BackupError
 from trading_ops.backup.repository import MANIFEST_DIGEST, BackupInfo, Repository, manifest_digest
 from trading_ops.backup.wal_names import SEGMENT_RE
+from trading_ops.errors import UserError
 from trading_ops.streams import Compression, EncryptionKey, file_sha256, read_stream
 from trading_ops.streams import EncryptionKeyError as BackupKeyError
 
 
-class BackupCorrupt(BackupError):
-    """A stored file does not match its manifest, or a PostgreSQL tool rejects the backup."""
+class BackupCorrupt(UserError):
+    """A stored file does not match its manifest, or a PostgreSQL tool rejects the backup.
+
+    A user error where a request names the backup (a restore, `backups verify`): another backup must be chosen,
+    retrying cannot help. The backup DAGs' verification of the backup they just took turns it into an operational
+    failure (`jobs.BackupVerificationFailed`)."""
 
 
 def backup_key(backup: BackupInfo, key: EncryptionKey | None = None) -> EncryptionKey | None:
@@ -124,19 +130,22 @@ def _run_check(argv: list[str], what: str, backup: BackupInfo) -> str:
 
 def verify_dump(backup: BackupInfo, dump: Path) -> list[str]:
     """pg_restore reads the dump's table of contents and every data block; each counted table has its data."""
-    listing = _run_check([client_tool("pg_restore"), "--list", str(dump)], "pg_restore --list", backup)
+    pg_restore = pgtools.client("pg_restore", at_least=backup.pg_dump_major)
+    listing = _run_check([pg_restore, "--list", str(dump)], "pg_restore --list", backup)
     missing = [
         table for table in backup.manifest["row_counts"] if f" TABLE DATA {table.replace('.', ' ', 1)} " not in listing
     ]
     if missing:
         raise BackupCorrupt(f"The dump of backup {backup.id} has no data for {', '.join(missing)}.")
-    _run_check([client_tool("pg_restore"), "-f", os.devnull, str(dump)], "pg_restore", backup)
+    _run_check([pg_restore, "-f", os.devnull, str(dump)], "pg_restore", backup)
     return ["pg_restore --list", f"table data of {len(backup.manifest['row_counts'])} tables", "pg_restore reads all"]
 
 
 def verify_base(backup: BackupInfo, data_dir: Path, wal_archive_dir: Path | None) -> list[str]:
     wal = ["-w", str(wal_archive_dir)] if wal_archive_dir else ["-n"]
-    _run_check([client_tool("pg_verifybackup"), *wal, str(data_dir)], "pg_verifybackup", backup)
+    # It parses the backup's WAL, whose format is the server's: the server's own version fits.
+    pg_verifybackup = pgtools.client("pg_verifybackup", at_least=backup.server_major)
+    _run_check([pg_verifybackup, *wal, str(data_dir)], "pg_verifybackup", backup)
     return [f"pg_verifybackup ({'with WAL from the archive' if wal_archive_dir else 'files only'})"]
 
 
@@ -165,9 +174,9 @@ def verify_backup(
                 checks += verify_base(backup, data_dir, wal_archive_dir)
         elif deep:
             checks.append(verify_wal_bundle(backup, key))
-    except (BackupError, BackupKeyError, OSError, ValueError) as exc:
+    except (BackupError, BackupCorrupt, BackupKeyError, OSError, ValueError) as exc:
         repository.record_verification(backup, False, checks, str(exc))
-        if isinstance(exc, BackupError | BackupKeyError):
+        if isinstance(exc, BackupError | BackupCorrupt | BackupKeyError):
             raise
         raise BackupCorrupt(f"Backup {backup.id} cannot be read back: {exc}") from exc
     return repository.record_verification(backup, True, checks, None)

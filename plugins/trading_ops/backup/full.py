@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -24,33 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from trading_ops import pgtools
 from trading_ops.backup.repository import BackupInfo, Repository, fsync_file, isoformat, write_manifest
 from trading_ops.backup.wal_names import segment_name
 from trading_ops.streams import DEFAULT_COMPRESSION, Compression, EncryptionKey, StoredFile, write_stream
 
 
 class BackupError(RuntimeError):
-    pass
-
-
-def client_tool(name: str) -> str:
-    """pg_dump & co. from the newest installed PostgreSQL (a client older than the server refuses to dump)."""
-    from trading_ops.localpg import PostgresNotInstalled, server_bindir
-
-    try:
-        candidate = server_bindir() / name
-    except PostgresNotInstalled:
-        candidate = None
-    if candidate is not None and candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise BackupError(f"{name} is not installed: install postgresql-client-15.")
-    return found
-
-
-def tool_version(name: str) -> str:
-    return subprocess.run([client_tool(name), "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    """A backup step failed (a PostgreSQL tool, the server, the repository): an operational failure, retried and
+    alerted at the DAG's incident level."""
 
 
 def stored_name(base: str, compression: Compression, key: EncryptionKey | None) -> str:
@@ -174,6 +155,12 @@ class LogicalSnapshot:
     row_counts: dict[str, int]
     start_time: datetime
     stop_time: datetime
+    # What `pg_dump --version` printed: a restore needs a pg_restore at least that new.
+    pg_dump_version: str
+
+    @property
+    def server_major(self) -> int:
+        return pgtools.major_of_version_num(self.server["server_version_num"])
 
 
 def take_logical_snapshot(
@@ -197,13 +184,15 @@ def take_logical_snapshot(
         server_row = conn.execute(load_sql("backup/server_identity.sql"))
         server = dict(zip([c.name for c in server_row.description], server_row.fetchone(), strict=True))
         tables = conn.execute(load_sql("backup/select_user_tables.sql")).fetchall()
+        # pg_dump refuses a server newer than itself; the server's own version is the one that fits best.
+        pg_dump = pgtools.client("pg_dump", at_least=pgtools.major_of_version_num(server["server_version_num"]))
 
         result: dict = {}
 
         def dump() -> None:
             try:
                 result["file"], _ = stream_command(
-                    [client_tool("pg_dump"), "-Fc", "-Z0", f"--snapshot={snapshot['snapshot']}", "--no-password"],
+                    [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot['snapshot']}", "--no-password"],
                     env,
                     destination,
                     stored_name(f"{database}.dump", compression, key),
@@ -239,6 +228,7 @@ def take_logical_snapshot(
         row_counts=row_counts,
         start_time=start_time,
         stop_time=datetime.now(UTC),
+        pg_dump_version=pgtools.tool_version(pg_dump),
     )
 
 
@@ -250,20 +240,22 @@ class BaseBackup:
     timeline: int
     start_time: datetime
     stop_time: datetime
+    pg_basebackup_version: str
 
 
 def take_base_backup(
-    destination, *, conn_id: str, label: str, compression: Compression, key: EncryptionKey | None
+    destination, *, conn_id: str, server_major: int, label: str, compression: Compression, key: EncryptionKey | None
 ) -> BaseBackup:
-    """pg_basebackup as one compressed tar stream; WAL is left to the archive (`-X none`)."""
+    """pg_basebackup (of `server_major` or newer) as one compressed tar stream; WAL is left to the archive."""
     from trading_ops.db import libpq_env
 
+    pg_basebackup = pgtools.client("pg_basebackup", at_least=server_major)
     start_time = datetime.now(UTC)
     # With -X none pg_basebackup does not print its WAL range; the backup_manifest it injects in the tar has it.
     capture = TarMemberCapture({"backup_manifest"})
     stored, _ = stream_command(
         [
-            client_tool("pg_basebackup"),
+            pg_basebackup,
             "-D",
             "-",
             "-Ft",
@@ -292,6 +284,7 @@ def take_base_backup(
         timeline=wal_range["Timeline"],
         start_time=start_time,
         stop_time=datetime.now(UTC),
+        pg_basebackup_version=pgtools.tool_version(pg_basebackup),
     )
 
 
@@ -314,7 +307,12 @@ def take_full_backup(
     with repository.staging("full", backup_id) as staging:
         logical = take_logical_snapshot(staging, conn_id=conn_id, compression=compression, key=key)
         physical = take_base_backup(
-            staging, conn_id=conn_id, label=f"trading-ops {backup_id}", compression=compression, key=key
+            staging,
+            conn_id=conn_id,
+            server_major=logical.server_major,
+            label=f"trading-ops {backup_id}",
+            compression=compression,
+            key=key,
         )
         server = logical.server
         segment_size = server["wal_segment_size"]
@@ -343,8 +341,8 @@ def take_full_backup(
                     {"role": "base", **physical.file.as_manifest()},
                 ],
                 "tools": {
-                    "pg_dump": tool_version("pg_dump"),
-                    "pg_basebackup": tool_version("pg_basebackup"),
+                    "pg_dump": logical.pg_dump_version,
+                    "pg_basebackup": physical.pg_basebackup_version,
                     "trading_ops": trading_ops.__version__,
                 },
                 "compression": compression.as_manifest(),

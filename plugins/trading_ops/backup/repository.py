@@ -28,11 +28,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from trading_ops.errors import UserError
+from trading_ops.pgtools import major_of_tool_version, major_of_version_num
+
 BackupType = Literal["full", "incremental"]
 
-FULL_ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
-INCREMENTAL_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-BACKUP_ID_RE = re.compile(rf"{FULL_ID_RE.pattern[:-1]}|{INCREMENTAL_ID_RE.pattern[1:]}")
+# Written in the regular-expression dialect both Python and JSON Schema (the trigger forms) understand.
+FULL_ID_PATTERN = "[0-9]{8}T[0-9]{6}Z"
+INCREMENTAL_ID_PATTERN = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+FULL_ID_RE = re.compile(f"^{FULL_ID_PATTERN}$")
+INCREMENTAL_ID_RE = re.compile(f"^{INCREMENTAL_ID_PATTERN}$")
+BACKUP_ID_RE = re.compile(f"^(?:{FULL_ID_PATTERN}|{INCREMENTAL_ID_PATTERN})$")
+# What a form asking for a full backup accepts: `latest` (the newest verified one) or a full backup id.
+FULL_BACKUP_CHOICE_PATTERN = f"^(latest|{FULL_ID_PATTERN})$"
 ID_RE_BY_TYPE = {"full": FULL_ID_RE, "incremental": INCREMENTAL_ID_RE}
 DIR_BY_TYPE = {"full": "full", "incremental": "incremental"}
 
@@ -44,8 +52,8 @@ PARTIAL_PREFIX = ".partial-"
 MANIFEST_FORMAT = 1
 
 
-class BackupNotFound(LookupError):
-    pass
+class BackupNotFound(UserError):
+    """The backup asked for does not exist (or is not a backup id): the request names the wrong one."""
 
 
 def full_backup_id(moment: datetime) -> str:
@@ -157,6 +165,16 @@ class BackupInfo:
     @property
     def size(self) -> int:
         return sum(entry["size"] for entry in self.manifest["files"])
+
+    @property
+    def server_major(self) -> int:
+        """The major version of the server the backup was taken from."""
+        return major_of_version_num(self.manifest["server_version_num"])
+
+    @property
+    def pg_dump_major(self) -> int:
+        """The major version of the pg_dump that wrote the dump: pg_restore must be at least that new."""
+        return major_of_tool_version(self.manifest["tools"]["pg_dump"])
 
     def file_path(self, role: str):
         """The stored file with this role ("dump", "base", or a WAL segment name)."""

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from trading_ops.backup.catalog import list_backups
-from trading_ops.backup.full import BackupError
+from trading_ops.backup.full import BackupError, stored_name
 from trading_ops.backup.repository import BackupInfo, Repository, fsync_file, isoformat, write_manifest
 from trading_ops.backup.wal_names import (
     HISTORY_RE,
@@ -151,8 +151,29 @@ def bundle_start(repository: Repository, archive_dir: Path, segment_size: int) -
     full = newest_full_with_base(repository)
     if full is not None:
         return full.manifest["wal_start_segment"]
+    segments = archived_segments(archive_dir, segment_size)
+    return segments[0] if segments else None
+
+
+def archived_segments(archive_dir: Path, segment_size: int) -> list[str]:
+    """The WAL segments in the archive (not history or backup-label files), in WAL order."""
     segments = [name for name in archived_names(archive_dir) if SEGMENT_RE.match(name)]
-    return min(segments, key=partial(segment_order, segment_size=segment_size), default=None)
+    return sorted(segments, key=partial(segment_order, segment_size=segment_size))
+
+
+def files_to_bundle(archive_dir: Path, *, first: str | None, last: str, segment_size: int) -> tuple[list, list]:
+    """(every history file, the archived segments from `first` through `last` in WAL order) a bundle copies."""
+    order = partial(segment_order, segment_size=segment_size)
+    names = archived_names(archive_dir)
+    segments = sorted(
+        (
+            name
+            for name in names
+            if SEGMENT_RE.match(name) and (first is None or order(first) <= order(name)) and order(name) <= order(last)
+        ),
+        key=order,
+    )
+    return sorted(name for name in names if HISTORY_RE.match(name)), segments
 
 
 def bundle_segments(
@@ -172,23 +193,13 @@ def bundle_segments(
 
     if bundle_id in repository.ids("incremental"):
         return repository.info("incremental", bundle_id)
-    order = partial(segment_order, segment_size=segment_size)
-    names = archived_names(archive_dir)
-    segments = sorted(
-        (
-            name
-            for name in names
-            if SEGMENT_RE.match(name) and (first is None or order(first) <= order(name)) and order(name) <= order(last)
-        ),
-        key=order,
-    )
-    histories = sorted(name for name in names if HISTORY_RE.match(name))
+    histories, segments = files_to_bundle(archive_dir, first=first, last=last, segment_size=segment_size)
     start_time = datetime.now(UTC)
     with repository.staging("incremental", bundle_id) as staging:
         (staging / "wal").mkdir()
         files = []
         for name in [*histories, *segments]:
-            relative = f"wal/{name}{compression.suffix}{'.age' if key else ''}"
+            relative = f"wal/{stored_name(name, compression, key)}"
             with open(archive_dir / name, "rb") as source, (staging / relative).open("wb") as sink:
                 stored = write_stream(source, sink, relative, compression, key)
                 fsync_file(sink)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import re
 
+from trading_ops.pgtools import parse_lsn
+
 SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
-
-
-def lsn_to_int(lsn: str) -> int:
-    high, low = lsn.split("/")
-    return (int(high, 16) << 32) | int(low, 16)
 
 
 def segments_per_id(segment_size: int) -> int:
@@ -40,7 +37,7 @@ def name_of(timeline: int, number: int, segment_size: int) -> str:
 
 def segment_name(timeline: int, lsn: str, segment_size: int) -> str:
     """The WAL segment that contains `lsn` on `timeline`, like pg_walfile_name()."""
-    return name_of(timeline, lsn_to_int(lsn) // segment_size, segment_size)
+    return name_of(timeline, parse_lsn(lsn) // segment_size, segment_size)
 
 
 def parse_history(text: str) -> list[tuple[int, int]]:
@@ -49,7 +46,7 @@ def parse_history(text: str) -> list[tuple[int, int]]:
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 2 and not line.startswith("#") and fields[0].isdigit():
-            switches.append((int(fields[0]), lsn_to_int(fields[1])))
+            switches.append((int(fields[0]), parse_lsn(fields[1])))
     return switches
 
 

@@ -12,7 +12,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from trading_ops import kube, pgtools
+from trading_ops import kube
 from trading_ops.policy import load_policy
 from trading_ops.restore import database
 from trading_ops.restore.request import RestoreRefused, RestoreRequest
@@ -27,7 +27,7 @@ def make_plan(params: dict, moment: datetime) -> dict:
     from trading_ops import backup as backups
 
     policy = load_policy()
-    request = RestoreRequest.from_params(params, backups.FULL_ID_RE)
+    request = RestoreRequest.from_params(params)
     conn_id = policy.restore.conn_id
     backup = backups.resolve_backup(backups.repository_from_policy(policy), request.backup_id)
     files = backups.check_checksums(backup)
@@ -37,7 +37,7 @@ def make_plan(params: dict, moment: datetime) -> dict:
         database.check_may_swap(conn_id, request.target_database)
     scratch = Path(tempfile.gettempdir())
     database.check_disk_space(scratch, backup.file_entry("dump")["raw_size"])
-    dump_major = pgtools.major_of_tool_version(backup.manifest["tools"]["pg_dump"])
+    dump_major = backup.pg_dump_major
     pg_restore = database.pg_restore_program(conn_id, dump_major)
     # Decrypting and reading the table of contents proves the key and the dump before anything is scaled.
     with backups.readable_dump(backup, scratch_dir=scratch) as dump:

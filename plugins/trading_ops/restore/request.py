@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from trading_ops.backup.repository import FULL_BACKUP_CHOICE_PATTERN
 from trading_ops.errors import UserError
 
-DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# The trigger form's limits; dags/db_restore.py builds its Params from these, so the form and the checks agree.
+BACKUP_CHOICE_PATTERN = FULL_BACKUP_CHOICE_PATTERN
+DATABASE_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+RESTORE_MODES = ("swap", "in_place")
+MIN_JOBS, MAX_JOBS = 1, 16
+
+BACKUP_CHOICE = re.compile(BACKUP_CHOICE_PATTERN)
+DATABASE_NAME = re.compile(DATABASE_NAME_PATTERN)
 
 
 class RestoreRefused(UserError):
@@ -26,10 +34,10 @@ class RestoreRequest:
     confirm: str
 
     @classmethod
-    def from_params(cls, params: dict, backup_id_pattern: re.Pattern) -> RestoreRequest:
+    def from_params(cls, params: dict) -> RestoreRequest:
         """Check the trigger form's values; the first problem stops the run with one sentence."""
         backup_id = str(params.get("backup_id") or "")
-        if backup_id != "latest" and not backup_id_pattern.fullmatch(backup_id):
+        if not BACKUP_CHOICE.fullmatch(backup_id):
             raise RestoreRefused(
                 f"backup_id {backup_id!r} is neither 'latest' nor a backup id like those `backups list` shows."
             )
@@ -37,11 +45,11 @@ class RestoreRequest:
         if not DATABASE_NAME.fullmatch(target):
             raise RestoreRefused(f"target_database {target!r} is not a plain lower-case PostgreSQL database name.")
         mode = params.get("restore_mode")
-        if mode not in ("swap", "in_place"):
+        if mode not in RESTORE_MODES:
             raise RestoreRefused(f"restore_mode {mode!r} must be 'swap' or 'in_place'.")
         jobs = int(params.get("jobs") or 1)
-        if not 1 <= jobs <= 16:
-            raise RestoreRefused(f"jobs {jobs} must be between 1 and 16.")
+        if not MIN_JOBS <= jobs <= MAX_JOBS:
+            raise RestoreRefused(f"jobs {jobs} must be between {MIN_JOBS} and {MAX_JOBS}.")
         replicas = params.get("replicas")
         if replicas is not None and int(replicas) < 0:
             raise RestoreRefused(f"replicas {replicas} must not be negative.")

@@ -1,8 +1,9 @@
 """The manual's security checks, named once: which DAG runs each, its task id, and the function that does it.
 
-The DAG files build their tasks from this table and the runner finds each check's function here. The policy's
-`security.checks` sets say the same thing for readers of the policy; a test keeps them equal, since a DAG may not
-read the policy while it is parsed. Only the standard library is imported, so parsing a DAG stays light.
+This table is the only place that says which DAG runs which check: the DAG files build their tasks from it while
+parsing (when no policy may be read), the runner finds each check's function here, and the policy validates the
+names in `security.disabled_checks` against it. Only the standard library is imported, so parsing a DAG stays
+light.
 """
 
 from __future__ import annotations

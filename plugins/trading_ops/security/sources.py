@@ -1,5 +1,5 @@
-"""Reading what the checks check: commands, log files, the Kubernetes API and HTTP services, each failing loudly
-when unreachable.
+"""Reading what the checks check: commands, log files and the Kubernetes API (HTTP services go through
+`trading_ops.http_connections`), each failing loudly when unreachable.
 
 Every reader raises `CheckSourceError` with one sentence naming the source when it cannot read it: a check that
 could not look must not report that it found nothing.
@@ -67,12 +67,3 @@ def project_file(name: str) -> Path:
     """A file named in the policy: absolute, or relative to the project root."""
     path = Path(name)
     return path if path.is_absolute() else PROJECT_ROOT / path
-
-
-def http_session(conn_id: str):
-    """(requests session, base URL) of an HTTP Airflow connection, through the provider's HttpHook."""
-    from airflow.providers.http.hooks.http import HttpHook
-
-    hook = HttpHook(method="GET", http_conn_id=conn_id)
-    session = hook.get_conn()
-    return session, hook.base_url.rstrip("/")

@@ -8,7 +8,6 @@ segment names restart at 1 in every new cluster, so reusing an archive directory
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import secrets
@@ -16,33 +15,14 @@ import shlex
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from trading_ops.pgtools import server_bindir
+
 SERVER_USER = "postgres"
-ARCHIVE_SCRIPT = Path(__file__).resolve().parent / "backup" / "archive_wal.sh"
-
-
-class PostgresNotInstalled(RuntimeError):
-    pass
-
-
-def server_bindir() -> Path:
-    """The directory holding initdb/pg_ctl/postgres (Debian keeps them off PATH)."""
-    if os.environ.get("PG_BINDIR"):
-        return Path(os.environ["PG_BINDIR"])
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
-    if candidates:
-        return Path(candidates[-1])
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
-    raise PostgresNotInstalled(
-        "PostgreSQL server binaries were not found: install them with "
-        "`apt-get install postgresql-15 postgresql-client-15 postgresql-contrib` (or set PG_BINDIR)."
-    )
+ARCHIVE_SCRIPT = Path(__file__).resolve().parents[1] / "backup" / "archive_wal.sh"
 
 
 def free_port(preferred: int = 0) -> int:
@@ -217,13 +197,3 @@ class LocalCluster:
 
         with psycopg.connect(self.conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
