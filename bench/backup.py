@@ -28,12 +28,12 @@ RUN_DIR.chmod(0o755)
 os.environ.setdefault("AIRFLOW_HOME", str(RUN_DIR / "airflow-home"))
 
 from trading_ops.backup.full import take_base_backup, take_logical_snapshot  # noqa: E402
-from trading_ops.backup.streams import Compression  # noqa: E402
 from trading_ops.db import libpq_env  # noqa: E402
 from trading_ops.dev.demo_data import DEMO_SYMBOLS, create_schema, load_demo_data  # noqa: E402
 from trading_ops.dev.localpg import LocalCluster  # noqa: E402
 from trading_ops.pgtools import client  # noqa: E402
 from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy  # noqa: E402
+from trading_ops.streams import Compression  # noqa: E402
 
 DATABASE = "trading_db"
 MONTHS = 12

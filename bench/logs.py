@@ -1,4 +1,4 @@
-"""Benchmark: rotate + compress N GB of realistic log lines, ours (trading_ops.logrotation) vs Debian's logrotate.
+"""Benchmark: rotate + compress N GB of realistic log lines, ours (trading_ops.logs) vs Debian's logrotate.
 
     .venv/bin/python bench/logs.py            # 1 GB (the default) in 8 files
     .venv/bin/python bench/logs.py 0.25       # a quarter GB
@@ -39,8 +39,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from trading_ops.logrotation import extract_archive, rotate_log_class  # noqa: E402
+from trading_ops.logs.archives import extract_archive  # noqa: E402
+from trading_ops.logs.run import rotate_log_class  # noqa: E402
 from trading_ops.policy import DEFAULT_POLICY_PATH, parse_policy  # noqa: E402
+from trading_ops.streams import EncryptionKey, Recipients  # noqa: E402
 
 MB = 1024**2
 
@@ -163,7 +165,7 @@ def run_ours(directory: Path, *, compressor: str, encrypt: bool) -> tuple[float,
         "audit_logs" if encrypt else "application_logs",
         now=datetime.now(UTC),
         dry_run=False,
-        recipients=[identity.to_public()],
+        recipients=Recipients((identity.to_public(),)),
         policy=policy,
     )
     return time.perf_counter() - started, identity
@@ -177,7 +179,7 @@ def check_ours(directory: Path, digests: dict[str, str], identity) -> None:
     for archive in directory.iterdir():
         if archive.name.endswith((".zst", ".gz", ".age")):
             out = io.BytesIO()
-            extract_archive(archive, out, [identity])
+            extract_archive(archive, out, [EncryptionKey(identity)])
             original = archive.name.split(".log.")[0] + ".log"
             assert hashlib.sha256(out.getvalue()).hexdigest() == digests[original], f"{archive.name} differs"
 

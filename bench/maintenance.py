@@ -12,7 +12,7 @@ writer thread inserts fresh bars one at a time and records each insert's latency
 
 - unpartitioned: the manual's schema as it is; the cutoff falls mid-month.
 - partitioned, cutoff on a month boundary: both tables converted to monthly partitions
-  (trading_ops.partitioning); the run is on the 1st, so every expired month moves whole.
+  (trading_ops.maintenance.conversion); the run is on the 1st, so every expired month moves whole.
 - partitioned, cutoff mid-month: the same layout; half a month straddles the cutoff and moves row by row.
 
 The manual, as written in the operations manual, run statement by statement (autocommit, like psql):
@@ -35,7 +35,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -45,55 +44,12 @@ import psycopg
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plugins"))
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+
+from tests.support.insert_probe import InsertProbe  # noqa: E402 (needs the checkout on sys.path)
 
 END = datetime(2026, 11, 16, tzinfo=UTC)
 SYMBOLS = 10
-
-
-class InsertProbe(threading.Thread):
-    """A trading writer: inserts one fresh bar at a time (autocommit) and records how long each insert took."""
-
-    def __init__(self, conninfo: str, start: datetime, pause: float = 0.005):
-        super().__init__(daemon=True)
-        self.conninfo, self.start_at, self.pause = conninfo, start, pause
-        self.latencies: list[float] = []
-        self.started: list[float] = []
-        self.ids: list[int] = []
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with psycopg.connect(self.conninfo, autocommit=True) as conn:
-                while not self.stopping.is_set():
-                    moment = self.start_at + timedelta(seconds=len(self.ids))
-                    started = time.perf_counter()
-                    (new_id,) = conn.execute(
-                        'INSERT INTO market_data (symbol, "timestamp", open, high, low, close, volume)'
-                        " VALUES ('AAPL', %s, 100, 101, 99, 100.5, 1000) RETURNING id",
-                        (moment,),
-                    ).fetchone()
-                    self.latencies.append(time.perf_counter() - started)
-                    self.started.append(started)
-                    self.ids.append(new_id)
-                    time.sleep(self.pause)
-        except BaseException as exc:  # re-raised by stop() in the caller's thread
-            self.error = exc
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(60)
-        if self.error:
-            raise self.error
-
-    @property
-    def worst_ms(self) -> float:
-        return max(self.latencies) * 1000
-
-    @property
-    def worst_started(self) -> float:
-        return self.started[self.latencies.index(max(self.latencies))]
 
 
 class Steps:
@@ -115,9 +71,10 @@ class Steps:
 
 
 def wal_position(conn: psycopg.Connection) -> int:
+    from trading_ops.pgtools import parse_lsn
+
     (lsn,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    high, low = lsn.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
+    return parse_lsn(lsn)
 
 
 def maintenance_config():
@@ -147,24 +104,27 @@ def run_manual(conninfo: str, dbname: str, cutoff: datetime, steps: Steps) -> di
 
 
 def run_dag(uri: str, moment: datetime, steps: Steps) -> dict:
-    from trading_ops import maintenance
-    from trading_ops.partitioning import maintenance_session
+    from trading_ops.maintenance.analyze import analyze_tables
+    from trading_ops.maintenance.archive import archive_old_rows
+    from trading_ops.maintenance.partitions import create_future_partitions
+    from trading_ops.maintenance.reindex import reindex_indexes
+    from trading_ops.maintenance.session import maintenance_session
 
     os.environ["AIRFLOW_CONN_TRADING_DB"] = uri
     cfg = maintenance_config()
     with maintenance_session(cfg) as conn:
         started = time.perf_counter()
         with steps.step("create_partitions"):
-            maintenance.create_future_partitions(conn, cfg, moment)
+            create_future_partitions(conn, cfg, moment)
         wal_start, archive_started = wal_position(conn), time.perf_counter()
         with steps.step("archive_market_data"):
-            summary = maintenance.archive_old_rows(conn, cfg, moment)
+            summary = archive_old_rows(conn, cfg, moment)
         archive_seconds = time.perf_counter() - archive_started
         wal = wal_position(conn) - wal_start
         with steps.step("analyze_tables"):
-            maintenance.analyze_tables(conn, cfg)
+            analyze_tables(conn, cfg)
         with steps.step("reindex_indexes"):
-            maintenance.reindex_indexes(conn, cfg)
+            reindex_indexes(conn, cfg)
         return {
             "rows": summary["rows_moved"] + summary["partition_rows_estimate"],
             "partitions": summary["partitions_moved"],
@@ -198,7 +158,8 @@ def with_probe(conninfo: str, action, *args):
 
 def make_archive_partitions(cluster, dbname: str, cutoff: datetime) -> None:
     """The manual's INSERT needs the partitioned archive to have a partition for every month it writes."""
-    from trading_ops.partitioning import ensure_partitions, maintenance_session, months_from
+    from trading_ops.maintenance.partitions import ensure_partitions, months_from
+    from trading_ops.maintenance.session import maintenance_session
 
     os.environ["AIRFLOW_CONN_TRADING_DB"] = cluster.uri(dbname)
     cfg = maintenance_config()
@@ -211,7 +172,9 @@ def make_archive_partitions(cluster, dbname: str, cutoff: datetime) -> None:
 
 def prepare(cluster, rows: int) -> None:
     from trading_ops.dev.demo_data import create_schema, load_demo_data
-    from trading_ops.partitioning import add_months, convert_to_partitioned, maintenance_session, month_start
+    from trading_ops.maintenance.conversion import convert_to_partitioned
+    from trading_ops.maintenance.partitions import add_months, month_start
+    from trading_ops.maintenance.session import maintenance_session
 
     cluster.create_database("base")
     step = timedelta(seconds=round(365 * 86400 * SYMBOLS / rows))
@@ -239,7 +202,7 @@ def prepare(cluster, rows: int) -> None:
 def scenario(cluster, name: str, template: str, moment: datetime, repeat: int) -> dict:
     """Run the manual and the DAG `repeat` times each, alternately, on fresh copies: the archive time and WAL of the
     fastest run of each count (the machine is shared; noise only ever adds time), the worst insert of all runs."""
-    from trading_ops.maintenance import archive_cutoff
+    from trading_ops.maintenance.archive import archive_cutoff
 
     cutoff = archive_cutoff(moment, maintenance_config().archive.retention_months)
     runs = {"manual": [], "dag": []}

@@ -61,10 +61,12 @@ def run(cluster, args) -> None:
     import psycopg
 
     from trading_ops import backup as backups
-    from trading_ops import restore
+    from trading_ops import pgtools
     from trading_ops.db import libpq_env
     from trading_ops.dev.demo_data import create_schema, load_demo_data
     from trading_ops.policy import load_policy
+    from trading_ops.restore import database
+    from trading_ops.restore.verification import verify_integrity
 
     cluster.create_database("trading_db")
     os.environ["AIRFLOW_CONN_TRADING_DB"] = cluster.uri("trading_db")
@@ -79,19 +81,23 @@ def run(cluster, args) -> None:
     repository = backups.repository_from_policy(load_policy())
     backup = backups.take_full_backup(repository, backups.full_backup_id(datetime.now(UTC)), conn_id="trading_db")
     archive = load_policy().maintenance.archive
+    # Both sides run the pg_restore the DAG picks for this dump and server.
+    pg_restore = database.pg_restore_program(
+        "trading_db", pgtools.major_of_tool_version(backup.manifest["tools"]["pg_dump"])
+    )
 
     with backups.readable_dump(backup) as plain_dump:
         cluster.create_database("baseline")
         env = {**os.environ, **libpq_env("trading_db", database="baseline")}
         baseline, _ = _timed(
-            lambda: subprocess.run(["pg_restore", "--dbname", "baseline", str(plain_dump)], check=True, env=env)
+            lambda: subprocess.run([pg_restore, "--dbname", "baseline", str(plain_dump)], check=True, env=env)
         )
 
     def ours():
         with backups.readable_dump(backup) as dump:
-            restore.create_database("trading_db", "staging")
-            restore.run_pg_restore("trading_db", dump, "staging", jobs=args.jobs, clean=False)
-        report = restore.verify_integrity(
+            database.create_database("trading_db", "staging")
+            database.run_pg_restore("trading_db", dump, "staging", program=pg_restore, jobs=args.jobs, clean=False)
+        report = verify_integrity(
             "trading_db",
             "staging",
             backup.manifest["row_counts"],

@@ -7,9 +7,11 @@ It **defaults to a dry run**: the first run prints the plan and the checks and c
 
 ## What it does, step by step
 1. **validate_request** — checks the form, resolves `latest` in the backup catalog, verifies every file of the
-   backup against its manifest's sha256, proves the dump can be decrypted and read (`pg_restore --list`),
-   checks that the target database exists and that there is disk room for the decompressed dump. Any problem
-   stops the run here with one sentence, before anything is touched. Prints the plan.
+   backup against its manifest's sha256, picks the installed `pg_restore` able to read the dump (the manifest's
+   pg_dump version) and talk to the server, proves the dump can be decrypted and read (`pg_restore --list`),
+   checks that the target database exists, that the connection's role may swap it (CREATEDB and ownership, swap
+   mode) and that there is disk room for the decompressed dump. Any problem stops the run here with one sentence,
+   before anything is touched, without a retry. Prints the plan.
 2. **stop_if_dry_run** — a dry run ends here (every later step shows as *skipped*).
 3. **record_replicas** — reads the current replica count of the `trading-api` deployment (the count it is scaled
    back to, unless the `replicas` field says otherwise).
@@ -21,7 +23,8 @@ It **defaults to a dry run**: the first run prints the plan and the checks and c
 6. **verify_integrity** — the manual's `verify_data_integrity.py`: per-table row counts equal the manifest's,
    amcheck `bt_index_check` (with heapallindexed) on every btree index, no invalid constraint or index, sequences
    not behind their columns, `market_data` and `market_data_archive` share no key. Any mismatch fails the run
-   here, names the table and the numbers, and drops the staging copy: the old database stays in service.
+   here at once (a retry would check the same copy), names the table and the numbers, and drops the staging copy:
+   the old database stays in service.
 7. **swap_databases** — `swap` mode: refuses new connections to the live database, ends its sessions (bounded
    wait), then in **one transaction** renames it to `<target>_pre_restore_<stamp>` and the restored copy to
    `<target>`. The old database is kept for `restore.keep_replaced_database` (policy, 7 days).
@@ -39,7 +42,8 @@ successful swap finds the staging name gone and fails without touching anything.
 
 ## Triage
 - *validate_request failed*: read its one-sentence error (unknown backup id, checksum mismatch, wrong `confirm`,
-  missing database, no disk). Nothing was changed and nothing was scaled.
+  missing database, a role that may not swap, no disk, no suitable `pg_restore`). Nothing was changed and nothing
+  was scaled. Such a request problem is sent to `#alerts-info` as a notice, not paged.
 - *scale_down_workload failed*: pods did not terminate in `restore.scale_down_timeout`; the deployment was scaled
   back. Check the pods (`kubectl get pods -l app=trading-api -n trading`, finalizers, PDBs) and rerun.
 - *restore_database / verify_integrity failed*: the live database was not modified (swap mode) and the service
@@ -58,7 +62,9 @@ ALTER DATABASE trading_db WITH ALLOW_CONNECTIONS true;
 and scale `trading-api` back. The report task prints these lines with the real names.
 
 ## Owner
-SRE/DBA team (`sre-dba`). A failed run pages as **P1** (policy `alerting.dag_levels.db_restore`).
+SRE/DBA team (`sre-dba`). A failed run pages as **P1** (policy `alerting.dag_levels.db_restore`), except a request
+or policy problem (`errors.UserError`, e.g. a refused form value): that fails at once without retries and goes to the
+info channel without paging. Code: `trading_ops.restore` (`tasks`, `plan`, `request`, `database`, `verification`).
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from trading_ops.dag_defaults import default_args
+from trading_ops.dag_defaults import default_args, dry_run_param
 
 FORM_SECTION_WHAT = "What to restore"
 FORM_SECTION_HOW = "How"
@@ -75,6 +81,7 @@ FORM_SECTION_SAFETY = "Safety"
 
 
 @dag(
+    description="Restore trading_db from a full backup: verify, swap in, scale trading-api down and back (manual).",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -138,13 +145,7 @@ FORM_SECTION_SAFETY = "Safety"
             description_md="Leave empty to restore the replica count observed before the scale-down.",
             section=FORM_SECTION_HOW,
         ),
-        "dry_run": Param(
-            True,
-            type="boolean",
-            title="Dry run",
-            description_md="Print the plan and run every check, **change nothing**. Untick for the real restore.",
-            section=FORM_SECTION_SAFETY,
-        ),
+        "dry_run": dry_run_param(default=True, section=FORM_SECTION_SAFETY),
         "confirm": Param(
             None,
             type=["null", "string"],
@@ -156,64 +157,64 @@ FORM_SECTION_SAFETY = "Safety"
 )
 def db_restore():
     @task
-    def validate_request(params=None, dag_run=None):
-        from trading_ops.restore_flow import validate_request
+    def validate_request():
+        from trading_ops.restore import tasks
 
-        return validate_request(params, run_stamp=dag_run.run_after)
+        return tasks.validate_request()
 
     @task.short_circuit
     def stop_if_dry_run(plan: dict) -> bool:
-        from trading_ops.restore_flow import proceed_unless_dry_run
+        from trading_ops.restore import tasks
 
-        return proceed_unless_dry_run(plan)
+        return tasks.proceed_unless_dry_run(plan)
 
     @task
     def record_replicas(plan: dict) -> int | None:
-        from trading_ops.restore_flow import record_replicas
+        from trading_ops.restore import tasks
 
-        return record_replicas(plan)
+        return tasks.record_replicas(plan)
 
     @task
     def scale_down_workload(plan: dict, recorded: int | None) -> None:
-        from trading_ops.restore_flow import scale_down_workload
+        from trading_ops.restore import tasks
 
-        scale_down_workload(plan, recorded)
+        tasks.scale_down_workload(plan, recorded)
 
     @task(retries=2)
     def restore_database(plan: dict):
-        from trading_ops.restore_flow import restore_database
+        from trading_ops.restore import tasks
 
-        return restore_database(plan)
+        return tasks.restore_database(plan)
 
     @task
     def verify_integrity(plan: dict, restored: dict):
-        from trading_ops.restore_flow import verify_restored_database
+        from trading_ops.restore import tasks
 
-        return verify_restored_database(plan, restored)
+        return tasks.verify_restored_database(plan, restored)
 
     @task
     def swap_databases(plan: dict, verified: dict):
-        from trading_ops.restore_flow import swap_into_service
+        from trading_ops.restore import tasks
 
-        return swap_into_service(plan, verified)
+        return tasks.swap_into_service(plan, verified)
 
     @task(trigger_rule="all_done")
     def scale_up_workload(plan: dict, recorded: int | None) -> int:
-        from trading_ops.restore_flow import scale_up_workload
+        from trading_ops.restore import tasks
 
-        return scale_up_workload(plan, recorded)
+        return tasks.scale_up_workload(plan, recorded)
 
     @task
     def wait_for_pods(plan: dict, desired: int):
-        from trading_ops.restore_flow import wait_for_pods
+        from trading_ops.restore import tasks
 
-        return wait_for_pods(plan, desired)
+        return tasks.wait_for_pods(plan, desired)
 
     @task(trigger_rule="none_failed")
-    def report_restore(plan: dict, swapped: dict, pods: list[dict], recorded: int | None, dag_run=None):
-        from trading_ops.restore_flow import report_restore
+    def report_restore(plan: dict, swapped: dict, pods: list[dict], recorded: int | None):
+        from trading_ops.restore import tasks
 
-        return report_restore(plan, swapped, pods, recorded, run_stamp=dag_run.run_after)
+        return tasks.report_restore(plan, swapped, pods, recorded)
 
     plan = validate_request()
     go = stop_if_dry_run(plan)

@@ -4,8 +4,8 @@
 Every 5 minutes: measure the host, PostgreSQL and the trading API, and evaluate the manual's thresholds and alert
 rules, Prometheus style (a condition must hold for the rule's `for` before it alerts; it resolves when it clears).
 
-**Schedule**: `*/5 * * * *` (policy `monitoring.schedule`), `max_active_runs=1`, no catch-up: a missed run is not
-worth running late, the next one measures the present.
+**Schedule**: `*/5 * * * *`, `max_active_runs=1`, no catch-up: a missed run is not worth running late, the next
+one measures the present.
 
 ## Tasks
 - `collect_host_metrics`: CPU and memory of the worker host and usage of the volumes in
@@ -53,6 +53,7 @@ resolved by hand).
 
 ## Owner
 sre-dba (DBA on-call for PostgreSQL metrics, SRE on-call for host and API metrics).
+Code: `trading_ops.monitoring` (`collect`, `rules`, `state`, `tasks`); delivery: `trading_ops.alerting`.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import dag, task
 
 from trading_ops.dag_defaults import cron, default_args
-from trading_ops.runtime import run_time
 
 
 @dag(
+    description="Measure the host, PostgreSQL and trading-api; alert on the manual's rules and thresholds.",
     schedule=cron("*/5 * * * *"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
@@ -82,50 +83,27 @@ from trading_ops.runtime import run_time
 def system_health():
     @task
     def collect_host_metrics() -> dict:
-        from trading_ops import monitoring
-        from trading_ops.policy import load_policy
+        from trading_ops.monitoring import tasks
 
-        return monitoring.collect_host_metrics(load_policy().monitoring.sources.disk_paths)
+        return tasks.collect_host_metrics()
 
     @task
     def collect_postgres_metrics() -> dict:
-        from trading_ops import monitoring
-        from trading_ops.policy import load_policy
+        from trading_ops.monitoring import tasks
 
-        return monitoring.collect_postgres_metrics(load_policy().monitoring.sources.database_conn_id)
+        return tasks.collect_postgres_metrics()
 
     @task
-    def collect_application_metrics(**context) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
+    def collect_application_metrics() -> dict:
+        from trading_ops.monitoring import tasks
 
-        from trading_ops import monitoring
-        from trading_ops.policy import load_policy
-
-        sources = load_policy().monitoring.sources
-        if not sources.prometheus_conn_id:
-            raise AirflowSkipException("monitoring.sources.prometheus_conn_id is not set: no application metrics.")
-        return monitoring.collect_application_metrics(
-            sources.prometheus_conn_id,
-            sources.prometheus_queries,
-            run_time(context),
-            sources.prometheus_timeout,
-        )
+        return tasks.collect_application_metrics()
 
     @task(trigger_rule="all_done")
-    def evaluate_alert_rules(host: dict | None, postgres: dict | None, application: dict | None, **context) -> dict:
-        from trading_ops import monitoring
-        from trading_ops.alerting import airflow_run_url
-        from trading_ops.policy import load_policy
+    def evaluate_alert_rules(host: dict | None, postgres: dict | None, application: dict | None) -> dict:
+        from trading_ops.monitoring import tasks
 
-        policy = load_policy()
-        ti = context["ti"]
-        return monitoring.check_system_health(
-            policy,
-            {**(host or {}), **(postgres or {}), **(application or {})},
-            run_time(context),
-            airflow_run_url(policy, ti.dag_id, ti.run_id),
-            missing=monitoring.missing_sources(policy, host, postgres, application),
-        )
+        return tasks.evaluate_alert_rules(host, postgres, application)
 
     evaluate_alert_rules(collect_host_metrics(), collect_postgres_metrics(), collect_application_metrics())
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes.pagerduty import ROUTING_KEY
 from trading_ops.alerting import Alert, Route, resolve_alert, send_alert
-from trading_ops.pagerduty_events import events_base_url
+from trading_ops.alerting.pagerduty_events import events_base_url
 
 T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
 RUN_URL = "http://127.0.0.1:8080/dags/db_restore/runs/manual__2026-11-20T03%3A00%3A00%2B00%3A00"
@@ -276,7 +276,7 @@ def test_pagerduty_hook_rejects_a_plain_http_endpoint(monkeypatch):
     """The client refuses to send an integration key over plain http, so a relay must speak TLS."""
     import pagerduty
 
-    from trading_ops.pagerduty_events import RegionalPagerdutyEventsHook
+    from trading_ops.alerting.pagerduty_events import RegionalPagerdutyEventsHook
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_PD_PLAIN",
@@ -289,7 +289,7 @@ def test_pagerduty_hook_rejects_a_plain_http_endpoint(monkeypatch):
 def test_pagerduty_hook_reads_its_connection_once(pagerduty_fake, monkeypatch):
     from airflow.providers.common.compat.sdk import BaseHook
 
-    from trading_ops.pagerduty_events import RegionalPagerdutyEventsHook
+    from trading_ops.alerting.pagerduty_events import RegionalPagerdutyEventsHook
 
     monkeypatch.setenv("AIRFLOW_CONN_PAGERDUTY_EVENTS", pagerduty_fake.connection_json())
     fetched = []
@@ -309,7 +309,7 @@ def test_pagerduty_hook_reads_its_connection_once(pagerduty_fake, monkeypatch):
 def test_a_missing_integration_key_is_refused_by_the_provider(monkeypatch):
     from airflow.providers.common.compat.sdk import AirflowException
 
-    from trading_ops.pagerduty_events import RegionalPagerdutyEventsHook
+    from trading_ops.alerting.pagerduty_events import RegionalPagerdutyEventsHook
 
     monkeypatch.setenv("AIRFLOW_CONN_PD_NO_KEY", json.dumps({"conn_type": "pagerduty_events", "host": "127.0.0.1"}))
     with pytest.raises(AirflowException, match="No valid integration key"):

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from airflow.sdk import dag, task
 
 from trading_ops.dag_defaults import default_args
+from trading_ops.errors import UserError
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1, tzinfo=UTC), catchup=False, default_args=default_args(retries=0))
@@ -29,6 +30,8 @@ def alerting_selftest():
     def transfer_positions():
         if os.environ.get("SELFTEST_FEED_IS_BACK"):
             return
+        if os.environ.get("SELFTEST_ACCOUNT"):
+            raise UserError(f"positions account {os.environ['SELFTEST_ACCOUNT']!r} is not in the policy.")
         raise ValueError("positions feed returned 503\\nafter 3 attempts\\nline 3\\nline 4")
 
     transfer_positions()
@@ -142,3 +145,46 @@ def test_a_success_without_an_open_failure_sends_nothing(selftest_dag, alert_fak
     monkeypatch.setenv("SELFTEST_FEED_IS_BACK", "1")
     assert _run(selftest_dag)[:2] == ("success", "success")
     assert slack.requests == [] and pagerduty.requests == []
+
+
+def test_a_user_error_is_a_notice_to_the_info_channel_that_never_pages(
+    selftest_dag, alert_fakes, fresh_db, make_policy, monkeypatch
+):
+    """Even in a P1 DAG: a request or policy problem is no incident, and the next success has nothing to resolve."""
+    slack, pagerduty = alert_fakes
+    make_policy({f"alerting.dag_levels.{DAG_ID}": "P1"})
+    monkeypatch.setenv("SELFTEST_ACCOUNT", "acct-7")
+
+    run_state, task_state, run_id = _run(selftest_dag)
+
+    assert (run_state, task_state) == ("failed", "failed")
+    link = f"http://127.0.0.1:8080/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/transfer_positions"
+    assert slack.messages() == [
+        {
+            "channel": "#alerts-info",
+            "text": (
+                f":memo: *Not an incident* · {DAG_ID}: task transfer_positions stopped: positions account 'acct-7' "
+                "is not in the policy.\n"
+                f"*Source:* {DAG_ID}.transfer_positions\n"
+                "*kind:* a request or policy problem to fix (a form value, the policy, a backup asked for), not an "
+                "incident: the task failed at once without a retry, and nobody was paged\n"
+                "*failed task:* transfer_positions\n"
+                f"*run id:* {run_id}\n"
+                "*try:* 1\n"
+                "*error:* trading_ops.errors.UserError: positions account 'acct-7' is not in the policy.\n"
+                f"*Airflow run:* <{link}>\n"
+                f"_dedup key: trading-ops/{DAG_ID}/transfer_positions/user-error_"
+            ),
+        }
+    ]
+    assert pagerduty.requests == []
+
+    monkeypatch.setenv("SELFTEST_ACCOUNT", "acct-8")
+    _run(selftest_dag, hour=4)
+    monkeypatch.delenv("SELFTEST_ACCOUNT")
+    monkeypatch.setenv("SELFTEST_FEED_IS_BACK", "1")
+    assert _run(selftest_dag, hour=5)[:2] == ("success", "success")
+
+    assert [message["channel"] for message in slack.messages()] == ["#alerts-info"] * 2, "another problem, no resolve"
+    assert "positions account 'acct-8'" in slack.messages()[1]["text"]
+    assert pagerduty.requests == []

@@ -46,3 +46,24 @@ def test_a_timeout_names_what_it_waited_for(fake_trading_api):
     kube.scale(WORKLOAD, 0)
     with pytest.raises(TimeoutError, match="no pod with label app=trading-api remains"):
         kube.wait_for_no_pods(WORKLOAD, timedelta(seconds=0.5), poll=0.1)
+
+
+def test_an_api_error_is_one_sentence_naming_what_could_not_be_done(fake_trading_api):
+    fake_trading_api.fail_with = 403
+    with pytest.raises(
+        kube.KubernetesUnavailable,
+        match=r"^Cannot scale deployment trading/trading-api to 0: the Kubernetes API of kubernetes_default answered "
+        r"403 \w+\.$",
+    ):
+        kube.scale(WORKLOAD, 0)
+    assert fake_trading_api.deployment.replica_history == [3], "the refused scale changed nothing"
+
+
+def test_an_unreachable_api_is_one_sentence_too(fake_trading_api):
+    fake_trading_api.stop()
+    with pytest.raises(
+        kube.KubernetesUnavailable,
+        match=r"^Cannot read the scale of deployment trading/trading-api: the Kubernetes API of kubernetes_default "
+        r"is unreachable \(.*\)\.$",
+    ):
+        kube.current_replicas(WORKLOAD)

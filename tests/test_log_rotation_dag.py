@@ -1,4 +1,5 @@
-"""The log_rotation DAG run by dag.test(): one mapped task per policy class, manual runs dry by default."""
+"""The log_rotation DAG run by dag.test(): one mapped task per policy class; `dry_run` (default false) prints the
+plan and changes nothing; a missing key fails the encrypted class at once."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 from pyrage import x25519
 
 from tests.support.dagbag import fresh_dag
-from tests.test_logrotation import CLASSES, tree
-from trading_ops.logrotation import extract_archive
+from tests.support.logs import CLASSES, tree
+from trading_ops.logs.archives import extract_archive
+from trading_ops.streams import EncryptionKey
 
 IDENTITY = x25519.Identity.generate()
 
@@ -29,40 +31,76 @@ def log_dirs(tmp_path, make_policy):
     return dirs
 
 
-def test_a_manual_run_is_dry_by_default_and_acts_with_dry_run_false(log_rotation_dag, log_dirs, tmp_path, monkeypatch):
+@pytest.fixture
+def audit_key(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY",
         json.dumps({"conn_type": "generic", "password": str(IDENTITY.to_public())}),
     )
+
+
+def summaries(dag_run) -> dict[int, dict]:
+    """The XCom summary of each mapped rotate_log_class task, by map index."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(
+            XComModel.get_many(
+                run_id=dag_run.run_id, dag_ids="log_rotation", task_ids="rotate_log_class", key="return_value"
+            )
+        ).all()
+        return {row.map_index: XComModel.deserialize_value(row) for row in rows}
+
+
+def test_dry_run_is_a_plain_param_that_defaults_to_false(log_rotation_dag):
+    param = log_rotation_dag.params.get_param("dry_run")
+    assert param.value is False and param.schema["type"] == "boolean"
+    assert log_rotation_dag.description
+
+
+def test_a_dry_run_lists_the_plan_and_changes_nothing(log_rotation_dag, log_dirs, tmp_path, audit_key):
     before = tree(tmp_path)
 
-    dry = log_rotation_dag.test()
+    dry = log_rotation_dag.test(run_conf={"dry_run": True})
 
     assert dry.state == "success"
     assert tree(tmp_path) == before
-    mapped = [ti for ti in dry.get_task_instances() if ti.task_id == "rotate_log_class"]
-    assert sorted(ti.map_index for ti in mapped) == [0, 1, 2]
+    plans = summaries(dry)
+    assert sorted(plans) == [0, 1, 2]
+    by_class = {plan["log_class"]: plan for plan in plans.values()}
+    assert sorted(by_class) == sorted(CLASSES)
+    for name, plan in by_class.items():
+        assert plan["dry_run"] is True and plan["failures"] == [] and plan["files_rotated"] == 1
+        assert any(action.startswith(f"rotate {log_dirs[name] / f'{name}.log'}") for action in plan["actions"])
+    assert any(".zst.age" in action for action in by_class["audit_logs"]["actions"])
 
-    real = log_rotation_dag.test(run_conf={"dry_run": False})
+
+def test_a_manual_run_without_dry_run_rotates_compresses_and_encrypts(log_rotation_dag, log_dirs, tmp_path, audit_key):
+    real = log_rotation_dag.test()
 
     assert real.state == "success"
+    mapped = [ti for ti in real.get_task_instances() if ti.task_id == "rotate_log_class"]
+    assert sorted(ti.map_index for ti in mapped) == [0, 1, 2]
+    assert all(plan["dry_run"] is False for plan in summaries(real).values())
     for name, directory in log_dirs.items():
         archives = [p for p in directory.iterdir() if not p.name.endswith((".sha256", ".log"))]
         assert len(archives) == 1, archives
         assert archives[0].name.endswith(".zst.age" if name == "audit_logs" else ".zst")
         with open(tmp_path / "out", "wb") as out:
-            extract_archive(archives[0], out, [IDENTITY])
+            extract_archive(archives[0], out, [EncryptionKey(IDENTITY)])
         assert (tmp_path / "out").read_text() == f"{name} line\n" * 1000
 
 
-def test_without_the_key_connection_the_audit_class_fails_and_the_others_rotate(log_rotation_dag, log_dirs):
-    for task in log_rotation_dag.tasks:
-        task.retries = 0  # dag.test() would otherwise wait out the retry delays
+def test_without_the_key_connection_the_audit_class_fails_at_once_and_the_others_rotate(log_rotation_dag, log_dirs):
+    # The shared default_args retry twice: a missing key is the user's to fix, so it must not be retried.
+    assert all(task.retries == 2 for task in log_rotation_dag.tasks)
 
-    run = log_rotation_dag.test(run_conf={"dry_run": False})
+    run = log_rotation_dag.test()
 
     assert run.state == "failed"
-    states = {ti.map_index: ti.state for ti in run.get_task_instances() if ti.task_id == "rotate_log_class"}
-    assert states == {0: "success", 1: "success", 2: "failed"}  # the policy lists audit_logs third
+    mapped = {ti.map_index: ti for ti in run.get_task_instances() if ti.task_id == "rotate_log_class"}
+    assert {index: ti.state for index, ti in mapped.items()} == {0: "success", 1: "success", 2: "failed"}
+    assert mapped[2].try_number == 1  # the policy lists audit_logs third
     assert list((log_dirs["audit_logs"]).iterdir()) == [log_dirs["audit_logs"] / "audit_logs.log"]
     assert any(p.name.endswith(".zst") for p in log_dirs["application_logs"].iterdir())

@@ -19,22 +19,18 @@ import pytest
 import zstandard
 from pyrage import x25519
 
-from trading_ops.logrotation import (
-    ArchiveSpec,
-    LogRotationError,
-    dry_run_requested,
-    encryption_recipients,
-    extract_archive,
-    rotate_log_class,
-    write_archive,
-)
+from tests.support.logs import CLASSES, logs_cli, tree
+from trading_ops.logs.archives import ArchiveFormat, extract_archive, write_archive
+from trading_ops.logs.report import LogRotationError
+from trading_ops.logs.run import rotate_log_class
 from trading_ops.policy import load_policy
+from trading_ops.streams import Compression, EncryptionKey, EncryptionKeyError, Recipients
 
 # Close to the wall clock: archives keep the mtime of the file they came from, which is "now" for files made here.
 NOW = datetime.now(UTC).replace(microsecond=0)
-CLASSES = ("application_logs", "system_logs", "audit_logs")
 IDENTITY = x25519.Identity.generate()
-RECIPIENTS = [IDENTITY.to_public()]
+PUBLIC_KEY = str(IDENTITY.to_public())
+RECIPIENTS = Recipients((IDENTITY.to_public(),))
 
 
 @pytest.fixture
@@ -58,7 +54,7 @@ def run(policy, name, *, now=NOW, dry_run=False):
 def make_archive(directory: Path, name: str, content: bytes, age: timedelta, now=NOW) -> Path:
     """A real archive (zstd + sidecar) whose mtime is `age` before `now`."""
     final = directory / name
-    write_archive(io.BytesIO(content), final, ArchiveSpec("zstd", 1), mode=0o640)
+    write_archive(io.BytesIO(content), final, ArchiveFormat(Compression("zstd", 1)), mode=0o640)
     stamp = (now - age).timestamp()
     os.utime(final, (stamp, stamp))
     return final
@@ -70,18 +66,8 @@ def archive_name(base: str, age: timedelta, now=NOW) -> str:
 
 def extracted(path: Path) -> bytes:
     out = io.BytesIO()
-    extract_archive(path, out, [IDENTITY])
+    extract_archive(path, out, [EncryptionKey(IDENTITY)])
     return out.getvalue()
-
-
-def tree(root: Path) -> dict[str, tuple]:
-    """Every file and directory under root: name, size, mtime and content hash."""
-    snapshot = {}
-    for path in sorted(root.rglob("*")):
-        stat = path.lstat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-        snapshot[str(path.relative_to(root))] = (stat.st_mode, stat.st_size, stat.st_mtime_ns, digest)
-    return snapshot
 
 
 # --- retention and caps -----------------------------------------------------------------------------------------
@@ -215,24 +201,24 @@ def test_an_encrypted_class_without_a_recipient_stops_before_anything_changes(tm
     (tmp_path / "audit_logs" / "audit.log").write_text("line\n")
     before = tree(tmp_path)
     with pytest.raises(LogRotationError, match=r"^Log class audit_logs is encrypted but no age recipient"):
-        rotate_log_class("audit_logs", now=NOW, dry_run=False, recipients=[], policy=policy)
+        rotate_log_class("audit_logs", now=NOW, dry_run=False, recipients=None, policy=policy)
     assert tree(tmp_path) == before
 
 
 def test_the_key_comes_from_the_connection_and_bad_values_are_one_sentence(monkeypatch):
     monkeypatch.setenv(
-        "AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY", f'{{"conn_type": "generic", "password": "{RECIPIENTS[0]}"}}'
+        "AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY", f'{{"conn_type": "generic", "password": "{PUBLIC_KEY}"}}'
     )
-    assert [str(r) for r in encryption_recipients("audit_log_encryption_key")] == [str(RECIPIENTS[0])]
+    assert [str(r) for r in Recipients.from_connection("audit_log_encryption_key").public_keys] == [PUBLIC_KEY]
     # An identity works too: its public key is used.
     monkeypatch.setenv("AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY", f'{{"conn_type": "generic", "password": "{IDENTITY}"}}')
-    assert [str(r) for r in encryption_recipients("audit_log_encryption_key")] == [str(RECIPIENTS[0])]
+    assert [str(r) for r in Recipients.from_connection("audit_log_encryption_key").public_keys] == [PUBLIC_KEY]
     monkeypatch.setenv("AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY", '{"conn_type": "generic", "password": "hunter2"}')
-    with pytest.raises(LogRotationError) as excinfo:
-        encryption_recipients("audit_log_encryption_key")
+    with pytest.raises(EncryptionKeyError) as excinfo:
+        Recipients.from_connection("audit_log_encryption_key")
     assert "hunter2" not in str(excinfo.value) and "not an age recipient" in str(excinfo.value)
-    with pytest.raises(LogRotationError, match="Connection no_such_key is missing"):
-        encryption_recipients("no_such_key")
+    with pytest.raises(EncryptionKeyError, match="Connection no_such_key is missing"):
+        Recipients.from_connection("no_such_key")
 
 
 def test_tampering_is_detected_on_the_next_run_and_pages(tmp_path, logs_policy, alert_fakes):
@@ -314,16 +300,19 @@ def test_an_audit_archive_is_verified_and_extracted_by_hand_with_the_module_cli(
     run(policy, "audit_logs")
     (archive,) = directory.glob("*.zst.age")
     identity_file = tmp_path / "audit-key.txt"
-    identity_file.write_text(f"# created by age-keygen\n# public key: {RECIPIENTS[0]}\n{IDENTITY}\n")
-    command = [sys.executable, "-m", "trading_ops.logrotation", str(archive), "-i", str(identity_file)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "plugins")}
+    identity_file.write_text(f"# created by age-keygen\n# public key: {PUBLIC_KEY}\n{IDENTITY}\n")
 
-    good = subprocess.run(command, capture_output=True, env=env, timeout=60)
+    good = logs_cli(archive, identity_file)
     assert good.returncode == 0, good.stderr
     assert good.stdout == original and b"sha256 verified" in good.stderr
 
+    wrong_key = tmp_path / "other-key.txt"
+    wrong_key.write_text(f"{x25519.Identity.generate()}\n")
+    wrong = logs_cli(archive, wrong_key)
+    assert wrong.returncode == 2 and wrong.stdout == b"" and b"cannot be decrypted with key" in wrong.stderr
+
     archive.write_bytes(archive.read_bytes()[:-1] + b"!")
-    bad = subprocess.run(command, capture_output=True, env=env, timeout=60)
+    bad = logs_cli(archive, identity_file)
     assert bad.returncode == 1 and bad.stdout == b"" and b"does NOT match" in bad.stderr
 
 
@@ -356,11 +345,19 @@ def test_dry_run_lists_every_action_and_changes_nothing(tmp_path, logs_policy):
     assert all(report.dry_run for report in reports.values())
 
 
-def test_dry_run_defaults_on_for_manual_triggers_and_off_for_the_schedule():
-    assert dry_run_requested(None, "manual") is True
-    assert dry_run_requested(None, "scheduled") is False
-    assert dry_run_requested(False, "manual") is False
-    assert dry_run_requested(True, "scheduled") is True
+def test_a_dry_run_checks_the_reopen_setting_as_the_real_run_needs_it(tmp_path, logs_policy):
+    policy = logs_policy({"logs.classes.application_logs.paths.0.reopen_command": "no-such-reopen-program --reload"})
+    (tmp_path / "application_logs" / "api.log").write_text("line\n" * 100)
+    before = tree(tmp_path)
+
+    report = run(policy, "application_logs", dry_run=True)
+
+    assert tree(tmp_path) == before
+    assert report.failures == [
+        f"reopen the writers of {tmp_path / 'application_logs'}: The reopen_command of "
+        f"{tmp_path / 'application_logs'} runs no-such-reopen-program, which is not an executable program here."
+    ]
+    assert any(action.startswith(f"rotate {tmp_path / 'application_logs' / 'api.log'}") for action in report.actions)
 
 
 # --- no line lost while a writer appends as fast as it can ---------------------------------------------------------

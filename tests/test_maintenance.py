@@ -5,85 +5,34 @@ rows before 2026-08-15 03:00 UTC."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import threading
-import time
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from tests.support.harness import ROOT
-from trading_ops import maintenance
-from trading_ops.maintenance import MaintenanceError, archive_cutoff, run_moment
-from trading_ops.partitioning import APPLICATION_NAME, maintenance_session
-from trading_ops.policy import load_policy
-
-MOMENT = datetime(2026, 11, 15, 3, tzinfo=UTC)
-CUTOFF = datetime(2026, 8, 15, 3, tzinfo=UTC)
-PAUSE_LOCK = 4242
-
-
-# --- helpers shared with the partitioned and DAG tests ---------------------------------------------------------
-
-
-def cfg():
-    return load_policy().maintenance
-
-
-def run(step, *args):
-    """Run one maintenance step the way its task does: its own session with the policy's settings."""
-    config = cfg()
-    with maintenance_session(config) as conn:
-        return step(conn, config, *args)
-
-
-def table_counts(conn, time_column="timestamp") -> dict:
-    column = sql.Identifier(time_column)
-    query = sql.SQL(
-        "SELECT (SELECT count(*) FROM market_data), (SELECT count(*) FROM market_data_archive),"
-        " (SELECT count(*) FROM market_data m JOIN market_data_archive a USING (id)),"
-        " (SELECT count(*) FROM market_data WHERE {column} < %(cutoff)s)"
-    ).format(column=column)
-    source, archive, both, old_left = conn.execute(query, {"cutoff": CUTOFF}).fetchone()
-    return {"source": source, "archive": archive, "total": source + archive, "in_both": both, "old_left": old_left}
-
-
-def old_rows_checksum(conn, table: str, time_column="timestamp") -> tuple[int, str]:
-    """Count and md5 of the rows older than CUTOFF in `table`, in id order: the archive must hold exactly these."""
-    query = sql.SQL(
-        "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t.id)) FROM {table} AS t WHERE {column} < %(cutoff)s"
-    ).format(table=sql.Identifier(table), column=sql.Identifier(time_column))
-    return tuple(conn.execute(query, {"cutoff": CUTOFF}).fetchone())
-
-
-def index_filenodes(conn) -> dict[str, int]:
-    rows = conn.execute(
-        "SELECT c.relname, pg_relation_filenode(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'public' AND c.relkind = 'i'"
-    ).fetchall()
-    return dict(rows)
-
-
-def wait_for(condition, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not reached in {timeout} s")
-
-
-@pytest.fixture(name="db")
-def db_fixture(pg_conn):
-    """The test database in autocommit: the test's own reads hold no lock or snapshot the maintenance waits for."""
-    pg_conn.autocommit = True
-    return pg_conn
-
+from tests.support.maintenance import (  # noqa: F401 (the `db` and `maintenance_role` fixtures)
+    CUTOFF,
+    MOMENT,
+    cancel_once_it_waits,
+    db_fixture,
+    index_filenodes,
+    kill_mid_batch_then_rerun,
+    maintenance_role_fixture,
+    old_rows_checksum,
+    run,
+    table_counts,
+    wait_for,
+)
+from trading_ops.errors import UserError
+from trading_ops.maintenance import MaintenanceError, MaintenanceRefused
+from trading_ops.maintenance.analyze import analyze_tables
+from trading_ops.maintenance.archive import archive_cutoff, archive_old_rows
+from trading_ops.maintenance.plan import plan_maintenance
+from trading_ops.maintenance.reindex import choose_indexes, reindex_indexes
+from trading_ops.maintenance.session import APPLICATION_NAME
+from trading_ops.runtime import run_time
 
 # --- the run's time --------------------------------------------------------------------------------------------
 
@@ -103,8 +52,8 @@ def test_run_time_is_the_data_interval_end_or_run_after_for_manual_runs():
 
     scheduled = {"data_interval_end": MOMENT, "dag_run": DagRun()}
     manual = {"data_interval_end": None, "dag_run": DagRun()}
-    assert run_moment(scheduled) == MOMENT
-    assert run_moment(manual) == DagRun.run_after
+    assert run_time(scheduled) == MOMENT
+    assert run_time(manual) == DagRun.run_after
 
 
 # --- archive, unpartitioned ------------------------------------------------------------------------------------
@@ -136,7 +85,7 @@ def test_a_backlog_moves_in_slices_of_pages_exactly_the_rows_older_than_the_cuto
     ]
 
     with caplog.at_level(logging.INFO, logger="trading_ops"):
-        summary = run(maintenance.archive_old_rows, MOMENT)
+        summary = run(archive_old_rows, MOMENT)
 
     after = table_counts(db)
     assert summary["cutoff"] == CUTOFF.isoformat() and summary["batches_by"] == "pages"
@@ -147,7 +96,7 @@ def test_a_backlog_moves_in_slices_of_pages_exactly_the_rows_older_than_the_cuto
     assert after == {**after, "total": before["total"], "in_both": 0, "old_left": 0, "archive": old[0]}
     assert old_rows_checksum(db, "market_data_archive") == old
 
-    again = run(maintenance.archive_old_rows, MOMENT)
+    again = run(archive_old_rows, MOMENT)
     assert again["rows_moved"] == 0 and again["batches"] == 0
     assert table_counts(db) == after
 
@@ -169,7 +118,7 @@ def test_a_daily_handful_moves_in_key_ranges_through_the_primary_key(db, make_po
         ranges[-1] += 1
 
     with caplog.at_level(logging.INFO, logger="trading_ops"):
-        summary = run(maintenance.archive_old_rows, moment)
+        summary = run(archive_old_rows, moment)
 
     assert summary["batches_by"] == "key ranges" and summary["rows_moved"] == len(old_keys)
     assert logged_batches(caplog) == ranges and max(ranges) <= 100
@@ -186,7 +135,7 @@ def test_time_and_key_columns_come_from_the_policy_and_are_quoted(db, make_polic
     make_policy({"maintenance.archive.time_column": odd, "maintenance.archive.batch_size": 5000})
     old = old_rows_checksum(db, "market_data", odd)
 
-    summary = run(maintenance.archive_old_rows, MOMENT)
+    summary = run(archive_old_rows, MOMENT)
 
     assert summary["rows_moved"] == old[0]
     assert old_rows_checksum(db, "market_data_archive", odd) == old
@@ -215,93 +164,15 @@ def test_a_policy_that_does_not_fit_the_tables_stops_with_one_sentence_before_an
     make_policy(policy)
     source_before = db.execute("SELECT count(*) FROM market_data").fetchone()
 
-    for step in (maintenance.plan_maintenance, maintenance.archive_old_rows):
-        with pytest.raises(MaintenanceError) as excinfo:
-            run(step, MOMENT)
+    # A dry run runs the same checks; a refusal is a user error: the task fails at once, without retries.
+    for step, dry_run in ((plan_maintenance, None), (archive_old_rows, True), (archive_old_rows, False)):
+        with pytest.raises(MaintenanceRefused) as excinfo:
+            run(step, MOMENT, **({} if dry_run is None else {"dry_run": dry_run}))
         text = str(excinfo.value)
+        assert isinstance(excinfo.value, UserError)
         assert message in text and text.endswith(".") and "\n" not in text
 
     assert db.execute("SELECT count(*) FROM market_data").fetchone() == source_before
-
-
-def _archive_in_subprocess() -> subprocess.Popen:
-    code = "\n".join(
-        [
-            "from datetime import datetime",
-            "from trading_ops import maintenance",
-            "from trading_ops.partitioning import maintenance_session",
-            "from trading_ops.policy import load_policy",
-            "cfg = load_policy().maintenance",
-            "with maintenance_session(cfg) as conn:",
-            f"    maintenance.archive_old_rows(conn, cfg, datetime.fromisoformat({MOMENT.isoformat()!r}))",
-        ]
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins")}
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def kill_mid_batch_then_rerun(pg_cluster, db, batched_from: datetime, batch_size: int) -> None:
-    """Pause the archive inside a batch after its first two (a row trigger waits on an advisory lock this test
-    holds), SIGKILL the worker there, let the server roll the batch back, then check the tables and rerun. Rows
-    older than `batched_from` move before the batches (whole partitions)."""
-    batched = '"timestamp" >= %(from)s AND "timestamp" < %(cutoff)s'
-    bounds = {"from": batched_from, "cutoff": CUTOFF}
-    (pause_key,) = db.execute(
-        f"SELECT id FROM market_data WHERE {batched} ORDER BY id OFFSET %(offset)s LIMIT 1",
-        {**bounds, "offset": 2 * batch_size + batch_size // 2},
-    ).fetchone()
-    db.execute(
-        "CREATE FUNCTION pause_archive() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$$BEGIN PERFORM pg_advisory_xact_lock_shared({PAUSE_LOCK}); RETURN OLD; END$$"
-    )
-    db.execute(
-        sql.SQL(
-            "CREATE TRIGGER pause_archive BEFORE DELETE ON market_data FOR EACH ROW WHEN (OLD.id = {key})"
-            " EXECUTE FUNCTION pause_archive()"
-        ).format(key=sql.Literal(pause_key))
-    )
-    before = table_counts(db)
-    old = old_rows_checksum(db, "market_data")
-
-    with psycopg.connect(pg_cluster.conninfo(db.info.dbname), autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (PAUSE_LOCK,))
-        worker = _archive_in_subprocess()
-        try:
-            backend = wait_for(
-                lambda: holder.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event = 'advisory'",
-                    (APPLICATION_NAME,),
-                ).fetchone(),
-                what="the archive paused in its third batch",
-            )[0]
-            # Inside the paused transaction the batch is already copied to the archive and partly deleted.
-            worker.kill()
-            worker.wait(30)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-        assert worker.returncode == -9
-        paused = table_counts(db)
-        holder.execute("SELECT pg_advisory_unlock(%s)", (PAUSE_LOCK,))
-        wait_for(
-            lambda: not holder.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone(),
-            what="the killed worker's session to end",
-        )
-
-    after_kill = table_counts(db)
-    assert paused["in_both"] == 0 and after_kill["in_both"] == 0
-    assert after_kill["total"] == before["total"]
-    # The batches before the paused one were committed, in key order; the paused one, already copied to the archive
-    # up to the paused row, rolled back.
-    archived = [key for (key,) in db.execute(f"SELECT id FROM market_data_archive WHERE {batched}", bounds)]
-    (first_left,) = db.execute(f"SELECT min(id) FROM market_data WHERE {batched}", bounds).fetchone()
-    assert archived and max(archived) < first_left <= pause_key
-
-    db.execute("DROP TRIGGER pause_archive ON market_data")
-    run(maintenance.archive_old_rows, MOMENT)
-    final = table_counts(db)
-    assert final == {**final, "total": before["total"], "in_both": 0, "old_left": 0}
-    assert old_rows_checksum(db, "market_data_archive") == old
 
 
 def test_a_worker_killed_mid_batch_loses_no_row_and_the_rerun_finishes(pg_cluster, db, make_policy):
@@ -348,7 +219,7 @@ def test_a_batch_conflicting_with_a_writer_is_rolled_back_and_retried(
         releaser = threading.Thread(target=commit_writer)
         releaser.start()
         with caplog.at_level(logging.WARNING, logger="trading_ops"):
-            summary = run(maintenance.archive_old_rows, MOMENT)
+            summary = run(archive_old_rows, MOMENT)
         releaser.join()
 
     assert f"archive market_data pages 0 to 1266: {retried_because}; retry 1 of 3 in 1.0 s" in caplog.text
@@ -366,7 +237,7 @@ def test_a_batch_conflicting_with_a_writer_is_rolled_back_and_retried(
 def test_analyze_times_each_table_and_logs_the_verbose_output(db, caplog, capsys):
     db.execute("DELETE FROM orders WHERE id % 2 = 0")
     with caplog.at_level(logging.INFO):
-        summary = run(maintenance.analyze_tables)
+        summary = run(analyze_tables)
     assert set(summary["tables"]) == {
         "public.instruments",
         "public.market_data",
@@ -387,51 +258,23 @@ def test_analyze_times_each_table_and_logs_the_verbose_output(db, caplog, capsys
 def test_bloated_mode_rebuilds_only_the_indexes_whose_estimated_bloat_is_over_the_threshold(db, make_policy):
     make_policy({"maintenance.reindex.bloat_threshold_percent": 40, "maintenance.reindex.min_index_size": "0B"})
     healthy = index_filenodes(db)
-    summary = run(maintenance.reindex_indexes)
+    summary = run(reindex_indexes)
     assert summary["rebuilt"] == [] and index_filenodes(db) == healthy, "a healthy database does no work"
 
     db.execute("DELETE FROM market_data WHERE id % 4 <> 0")
     db.execute("ANALYZE market_data")
-    estimates = {c.name: c.bloat_percent for c in run(maintenance.choose_indexes)}
+    estimates = {c.name: c.bloat_percent for c in run(choose_indexes)}
     bloated = {name for name, bloat in estimates.items() if bloat is not None and bloat >= 40}
     assert bloated == {"market_data_pkey", "market_data_timestamp_idx", "market_data_symbol_timestamp_idx"}
 
-    summary = run(maintenance.reindex_indexes)
+    summary = run(reindex_indexes)
 
     after = index_filenodes(db)
     rebuilt = {name for name in healthy if after[name] != healthy[name]}
     assert rebuilt == bloated
     assert {entry["index"] for entry in summary["rebuilt"]} == {f"public.{name}" for name in bloated}
     assert all(entry["bytes_after"] < entry["bytes_before"] for entry in summary["rebuilt"])
-    assert all(c.bloat_percent < 40 for c in run(maintenance.choose_indexes) if c.name in bloated)
-
-
-def cancel_once_it_waits(conninfo: str, hold: str, statement) -> None:
-    """Run `statement` while another session, in an open transaction, holds the lock `hold` takes; cancel it once
-    it waits there: what a worker killed in the middle of that statement leaves behind."""
-    with (
-        psycopg.connect(conninfo) as holder,
-        psycopg.connect(conninfo, autocommit=True) as runner,
-        psycopg.connect(conninfo, autocommit=True) as watcher,
-    ):
-        holder.execute(hold)
-        pid = runner.info.backend_pid
-
-        def cancel_when_waiting() -> None:
-            wait_for(
-                lambda: watcher.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,)
-                ).fetchone(),
-                what="the statement to wait for the lock",
-            )
-            watcher.execute("SELECT pg_cancel_backend(%s)", (pid,))
-
-        canceller = threading.Thread(target=cancel_when_waiting)
-        canceller.start()
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            runner.execute(statement)
-        canceller.join()
-        holder.rollback()
+    assert all(c.bloat_percent < 40 for c in run(choose_indexes) if c.name in bloated)
 
 
 def _interrupt(pg_cluster, dbname: str, statement: str) -> None:
@@ -450,8 +293,14 @@ def test_invalid_leftovers_are_dropped_and_invalid_indexes_rebuilt(pg_cluster, d
         ).fetchall()
     )
     assert invalid == {"orders_pkey_ccnew": False, "orders_symbol_idx": False}
+    before = index_filenodes(db)
 
-    summary = run(maintenance.reindex_indexes)
+    planned = run(reindex_indexes, dry_run=True)
+    assert planned["dry_run"] and planned["would_drop"] == ["public.orders_pkey_ccnew"]
+    assert "public.orders_symbol_idx" in planned["would_rebuild"]
+    assert index_filenodes(db) == before, "a dry run neither drops nor rebuilds"
+
+    summary = run(reindex_indexes)
 
     assert summary["leftovers_dropped"] == ["public.orders_pkey_ccnew"]
     assert "public.orders_symbol_idx" in {entry["index"] for entry in summary["rebuilt"]}
@@ -476,16 +325,37 @@ def test_a_lock_timeout_is_retried_with_backoff_and_one_failing_index_does_not_s
     )
     before = index_filenodes(db)
     conninfo = pg_cluster.conninfo(fresh_db)
-    with psycopg.connect(conninfo) as orders_holder, psycopg.connect(conninfo) as instruments_holder:
+    with (
+        psycopg.connect(conninfo) as orders_holder,
+        psycopg.connect(conninfo) as instruments_holder,
+        psycopg.connect(conninfo, autocommit=True) as watcher,
+    ):
         orders_holder.execute("LOCK TABLE orders IN SHARE UPDATE EXCLUSIVE MODE")  # for the whole run
         instruments_holder.execute("LOCK TABLE instruments IN SHARE UPDATE EXCLUSIVE MODE")
-        release = threading.Timer(1.5, instruments_holder.commit)  # released during the backoff
+
+        def instruments_reindex_waiting() -> bool:
+            return bool(
+                watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'"
+                    " AND query LIKE %s",
+                    (APPLICATION_NAME, "%instruments_pkey%"),
+                ).fetchone()
+            )
+
+        def release_during_the_backoff() -> None:
+            # Watched, not timed: on a busy machine the run may reach instruments_pkey later than any fixed delay.
+            wait_for(instruments_reindex_waiting, what="the reindex of instruments_pkey to wait for its lock")
+            wait_for(lambda: not instruments_reindex_waiting(), what="its lock timeout")
+            instruments_holder.commit()
+
+        release = threading.Thread(target=release_during_the_backoff)
         release.start()
         with caplog.at_level(logging.WARNING, logger="trading_ops"), pytest.raises(MaintenanceError) as excinfo:
-            run(maintenance.reindex_indexes)
+            run(reindex_indexes)
         release.join()
         orders_holder.rollback()
 
+    assert not isinstance(excinfo.value, UserError), "an operational failure: Airflow retries it"
     assert str(excinfo.value).startswith(
         "REINDEX failed for 2 of 8 indexes (public.orders_created_at_idx, public.orders_pkey: canceling statement "
         "due to lock timeout); the others were rebuilt"
@@ -497,3 +367,128 @@ def test_a_lock_timeout_is_retried_with_backoff_and_one_failing_index_does_not_s
     changed = {name for name in before if after.get(name) != before[name]}
     assert changed == set(before) - {"orders_pkey", "orders_created_at_idx"}
     assert not db.execute("SELECT 1 FROM pg_index WHERE NOT indisvalid").fetchall()
+
+
+# --- which schemas -----------------------------------------------------------------------------------------------
+
+PUBLIC_TABLES = {"public.instruments", "public.market_data", "public.market_data_archive", "public.orders"}
+
+
+def analyze_count(db, schema: str, table: str) -> int:
+    (count,) = db.execute(
+        "SELECT analyze_count FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s", (schema, table)
+    ).fetchone()
+    return count
+
+
+def test_analyze_and_reindex_cover_every_user_schema_unless_maintenance_schemas_narrows_them(db, make_policy):
+    """The manual's ANALYZE VERBOSE and REINDEX DATABASE cover the whole database, not only public."""
+    db.execute("CREATE SCHEMA reporting")
+    db.execute("CREATE TABLE reporting.daily_pnl (id bigint PRIMARY KEY, booked_at timestamptz NOT NULL, pnl numeric)")
+    db.execute("CREATE INDEX daily_pnl_booked_at_idx ON reporting.daily_pnl (booked_at)")
+    db.execute(
+        "INSERT INTO reporting.daily_pnl"
+        " SELECT g, timestamptz '2026-01-01' + g * interval '1 minute', g FROM generate_series(1, 40000) AS g"
+    )
+    db.execute("DELETE FROM reporting.daily_pnl WHERE id % 4 <> 0")
+    db.execute("ANALYZE reporting.daily_pnl")  # statistics, so that the bloat is measured in both halves
+    # Another session's temporary table (and its TOAST schema) is not the maintenance's to touch.
+    db.execute("CREATE TEMPORARY TABLE scratch (id int PRIMARY KEY, note text)")
+    reporting_indexes = {"reporting.daily_pnl_pkey", "reporting.daily_pnl_booked_at_idx"}
+    bloat_policy = {"maintenance.reindex.bloat_threshold_percent": 40, "maintenance.reindex.min_index_size": "0B"}
+
+    make_policy({**bloat_policy, "maintenance.schemas": ["public"]})
+    before = index_filenodes(db, "reporting")
+    analyzed_before = analyze_count(db, "reporting", "daily_pnl")
+    plan = run(plan_maintenance, MOMENT)
+    assert plan["schemas"] == ["public"] and set(plan["analyze"]) == PUBLIC_TABLES
+    assert {f"{index['schema']}.{index['name']}" for index in plan["reindex"]} & reporting_indexes == set()
+    assert set(run(analyze_tables)["tables"]) == PUBLIC_TABLES
+    assert run(reindex_indexes)["rebuilt"] == []
+    assert analyze_count(db, "reporting", "daily_pnl") == analyzed_before and index_filenodes(db, "reporting") == before
+
+    make_policy(bloat_policy)
+    plan = run(plan_maintenance, MOMENT)
+    assert plan["schemas"] == ["public", "reporting"]
+    assert set(plan["analyze"]) == PUBLIC_TABLES | {"reporting.daily_pnl"}
+    choices = {f"{index['schema']}.{index['name']}": index["action"] for index in plan["reindex"]}
+    assert {name for name, action in choices.items() if action == "rebuild"} == reporting_indexes
+
+    assert set(run(analyze_tables)["tables"]) == PUBLIC_TABLES | {"reporting.daily_pnl"}
+    assert analyze_count(db, "reporting", "daily_pnl") == analyzed_before + 1
+    summary = run(reindex_indexes)
+    assert {entry["index"] for entry in summary["rebuilt"]} == reporting_indexes and not summary["failed"]
+    assert all(entry["bytes_after"] < entry["bytes_before"] for entry in summary["rebuilt"])
+    after = index_filenodes(db, "reporting")
+    assert all(after[name] != before[name] for name in before) and set(before) == {
+        "daily_pnl_pkey",
+        "daily_pnl_booked_at_idx",
+    }
+
+
+def test_maintenance_schemas_naming_a_schema_the_database_lacks_is_refused_before_any_change(db, make_policy):
+    make_policy({"maintenance.schemas": ["public", "reportng"]})
+    for step in (plan_maintenance, analyze_tables, reindex_indexes):
+        with pytest.raises(MaintenanceRefused) as excinfo:
+            run(step, *([MOMENT] if step is plan_maintenance else []))
+        assert str(excinfo.value) == (
+            f"maintenance.schemas names reportng, which database {db.info.dbname} does not have."
+        )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"maintenance.schemas": ["pg_catalog"]}, "maintenance.schemas.0: 'pg_catalog' is a system schema"),
+        ({"maintenance.schemas": ["pg_toast_temp_3"]}, "maintenance.schemas.0: 'pg_toast_temp_3' is a system schema"),
+        ({"maintenance.schemas": []}, "maintenance.schemas: List should have at least 1 item"),
+        ({"maintenance.reindex.schemas": ["public"]}, "maintenance.reindex.schemas is not a known setting"),
+        ({"maintenance.analyze.schemas": ["public"]}, "maintenance.analyze.schemas is not a known setting"),
+    ],
+)
+def test_the_schemas_key_is_one_list_of_user_schemas(make_policy, changes, message):
+    from trading_ops.policy import PolicyError, load_policy
+
+    path = make_policy(changes)
+    with pytest.raises(PolicyError) as excinfo:
+        load_policy(path)
+    assert message in str(excinfo.value)
+
+
+# --- privileges ----------------------------------------------------------------------------------------------------
+
+
+def test_the_plan_refuses_a_role_that_could_not_finish_the_run_and_one_it_accepts_can(
+    pg_cluster, db, make_policy, maintenance_role
+):
+    """The privileges every step needs are checked by the plan, in a dry run too: a plan that passes predicts a run
+    that passes."""
+    db.execute("CREATE SCHEMA reporting")
+    db.execute("CREATE TABLE reporting.daily_pnl (id bigint PRIMARY KEY)")
+    role = maintenance_role("instruments", "market_data", "orders")
+    superuser = pg_cluster.superuser
+
+    with pytest.raises(MaintenanceRefused) as excinfo:
+        run(plan_maintenance, MOMENT)
+    assert str(excinfo.value) == (
+        f"Role {role} lacks INSERT on public.market_data_archive (maintenance.archive.archive_table), which archiving "
+        "needs."
+    )
+
+    db.execute(sql.SQL("GRANT INSERT ON market_data_archive TO {}").format(sql.Identifier(role)))
+    with pytest.raises(MaintenanceRefused) as excinfo:
+        run(plan_maintenance, MOMENT)
+    assert str(excinfo.value) == (
+        f"Role {role} lacks the owner's privileges on public.market_data_archive (owner {superuser}), "
+        f"reporting.daily_pnl (owner {superuser}), which REINDEX and ANALYZE need: make it a member of the owner's "
+        "role, or leave the schema out of maintenance.schemas."
+    )
+
+    db.execute(sql.SQL("ALTER TABLE market_data_archive OWNER TO {}").format(sql.Identifier(role)))
+    make_policy({"maintenance.schemas": ["public"], "maintenance.reindex.mode": "all"})
+    plan = run(plan_maintenance, MOMENT)
+    assert plan["schemas"] == ["public"] and set(plan["analyze"]) == PUBLIC_TABLES
+    before = index_filenodes(db)
+    assert run(archive_old_rows, MOMENT)["rows_moved"] == plan["archive"]["rows_to_move"] > 0
+    assert set(run(analyze_tables)["tables"]) == PUBLIC_TABLES
+    assert {entry["index"] for entry in run(reindex_indexes)["rebuilt"]} == {f"public.{name}" for name in before}

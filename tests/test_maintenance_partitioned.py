@@ -9,38 +9,29 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bench.maintenance import InsertProbe
 from tests.support.harness import DEMO_END
-from tests.test_maintenance import (  # noqa: F401 (db_fixture provides the `db` fixture)
+from tests.support.insert_probe import InsertProbe
+from tests.support.maintenance import (  # noqa: F401 (the `db` and `maintenance_role` fixtures)
     CUTOFF,
     MOMENT,
     cancel_once_it_waits,
-    cfg,
+    convert,
     db_fixture,
     kill_mid_batch_then_rerun,
+    maintenance_role_fixture,
     old_rows_checksum,
     run,
     table_counts,
     wait_for,
 )
-from trading_ops import maintenance
-from trading_ops.maintenance import MaintenanceError
-from trading_ops.partitioning import PartitioningError, convert_to_partitioned, maintenance_session
+from trading_ops.maintenance import MaintenanceRefused
+from trading_ops.maintenance.archive import archive_old_rows
+from trading_ops.maintenance.conversion import PartitioningError
+from trading_ops.maintenance.partitions import create_future_partitions
+from trading_ops.maintenance.plan import plan_maintenance
 
-THROUGH = datetime(2027, 2, 1, tzinfo=UTC)
 MONTHS = [f"2025{month:02d}" for month in (11, 12)] + [f"2026{month:02d}" for month in range(1, 13)] + ["202701"]
 SOURCE_PARTITIONS = [f"market_data_p{month}" for month in [*MONTHS, "202702"]]
-
-
-def convert(*tables: str, dry_run: bool = False) -> list:
-    config = cfg()
-    with maintenance_session(config) as conn:
-        return [
-            convert_to_partitioned(
-                conn, config, table, through=THROUGH if table == "market_data" else None, dry_run=dry_run
-            )
-            for table in tables or ("market_data", "market_data_archive")
-        ]
 
 
 def partitions_of(db, table: str) -> list[str]:
@@ -139,8 +130,16 @@ def test_a_conversion_dry_run_changes_nothing_and_unsupported_tables_are_refused
 def test_premake_keeps_the_coming_months_ready_and_creates_each_once(db):
     convert()
     moment = datetime(2027, 1, 10, 18, tzinfo=UTC)
-    first = run(maintenance.create_future_partitions, moment)
-    again = run(maintenance.create_future_partitions, moment)
+    planned = run(create_future_partitions, moment, dry_run=True)
+    assert planned == {
+        "partitioned": True,
+        "created": [],
+        "dry_run": True,
+        "would_create": ["market_data_p202703", "market_data_p202704"],
+    }
+    assert partitions_of(db, "market_data") == SOURCE_PARTITIONS, "a dry run creates nothing"
+    first = run(create_future_partitions, moment)
+    again = run(create_future_partitions, moment)
     assert first == {"partitioned": True, "created": ["market_data_p202703", "market_data_p202704"]}
     assert again == {"partitioned": True, "created": []}
     db.execute(
@@ -155,7 +154,7 @@ def test_premake_keeps_the_coming_months_ready_and_creates_each_once(db):
 
 
 def test_premake_does_nothing_on_an_unpartitioned_table(db):
-    assert run(maintenance.create_future_partitions, MOMENT) == {"partitioned": False, "created": []}
+    assert run(create_future_partitions, MOMENT) == {"partitioned": False, "created": []}
 
 
 # --- archive ---------------------------------------------------------------------------------------------------
@@ -169,10 +168,17 @@ def test_expired_partitions_move_whole_and_only_the_straddling_month_moves_row_b
     (straddling,) = db.execute(
         'SELECT count(*) FROM market_data WHERE "timestamp" >= \'2026-08-01\' AND "timestamp" < %s', (CUTOFF,)
     ).fetchone()
-
-    summary = run(maintenance.archive_old_rows, MOMENT)
-
     moved = [f"market_data_p{month}" for month in MONTHS[:9]]
+
+    planned = run(archive_old_rows, MOMENT, dry_run=True)
+    assert planned["dry_run"] and planned["cutoff"] == CUTOFF.isoformat()
+    assert [move["name"] for move in planned["partitions_to_move"]] == moved
+    assert planned["rows_to_move"] == straddling
+    assert table_counts(db) == before and partitions_of(db, "market_data") == SOURCE_PARTITIONS
+    assert partitions_of(db, "market_data_archive") == [], "a dry run moves nothing and creates no partition"
+
+    summary = run(archive_old_rows, MOMENT)
+
     assert summary["partition_names"] == moved and summary["partitions_moved"] == 9
     assert summary["rows_moved"] == straddling and summary["batches"] >= -(-straddling // 200)
     assert summary["partition_bytes"] > 0 and summary["bytes_moved"] > summary["partition_bytes"]
@@ -182,12 +188,12 @@ def test_expired_partitions_move_whole_and_only_the_straddling_month_moves_row_b
     assert after == {**after, "total": before["total"], "in_both": 0, "old_left": 0}
     assert old_rows_checksum(db, "market_data_archive") == old
 
-    assert run(maintenance.archive_old_rows, MOMENT)["partitions_moved"] == 0
+    assert run(archive_old_rows, MOMENT)["partitions_moved"] == 0
     assert table_counts(db) == after
 
     # A month later August has expired whole, but the archive already holds its first half: the rest is merged
     # into that partition and the emptied source partition dropped.
-    summary = run(maintenance.archive_old_rows, datetime(2026, 12, 15, 3, tzinfo=UTC))
+    summary = run(archive_old_rows, datetime(2026, 12, 15, 3, tzinfo=UTC))
     assert summary["partition_names"] == ["market_data_p202608"]
     assert "market_data_p202608" not in partitions_of(db, "market_data")
     assert db.execute("SELECT to_regclass('market_data_p202608')").fetchone() == (None,)
@@ -217,7 +223,7 @@ def test_a_partition_move_interrupted_after_detach_is_finished_by_the_next_run(p
     ).fetchone() == (True,)
     assert table_counts(db)["total"] < before["total"], "a detached partition is in neither table"
 
-    plan = run(maintenance.plan_maintenance, MOMENT)
+    plan = run(plan_maintenance, MOMENT)
     states = {move["name"]: move["state"] for move in plan["archive"]["partitions_to_move"]}
     assert states["market_data_p202512"] == "detached" and states["market_data_p202601"] == "detach pending"
     (straddling,) = db.execute(
@@ -225,7 +231,7 @@ def test_a_partition_move_interrupted_after_detach_is_finished_by_the_next_run(p
     ).fetchone()
     assert plan["archive"]["rows_to_move"] == straddling
 
-    run(maintenance.archive_old_rows, MOMENT)
+    run(archive_old_rows, MOMENT)
 
     after = table_counts(db)
     assert after == {**after, "total": before["total"], "in_both": 0, "old_left": 0}
@@ -243,17 +249,17 @@ def test_a_worker_killed_mid_batch_on_the_partitioned_layout_loses_no_row(pg_clu
 
 def test_the_layouts_must_fit_the_strategy_and_the_rows_strategy_works_on_any_layout(db, make_policy):
     convert("market_data")
-    with pytest.raises(MaintenanceError) as excinfo:
-        run(maintenance.archive_old_rows, MOMENT)
+    with pytest.raises(MaintenanceRefused) as excinfo:
+        run(archive_old_rows, MOMENT)
     assert str(excinfo.value) == (
         "public.market_data is partitioned but public.market_data_archive is not: convert it with "
-        "`python -m trading_ops.partitioning convert`, or set maintenance.archive.partition_strategy to rows."
+        "`python -m trading_ops.maintenance convert`, or set maintenance.archive.partition_strategy to rows."
     )
 
     make_policy({"maintenance.archive.partition_strategy": "rows", "maintenance.archive.batch_size": 2000})
     before = table_counts(db)
     old = old_rows_checksum(db, "market_data")
-    summary = run(maintenance.archive_old_rows, MOMENT)
+    summary = run(archive_old_rows, MOMENT)
     assert summary["partitions_moved"] == 0 and summary["rows_moved"] == old[0]
     after = table_counts(db)
     assert after == {**after, "total": before["total"], "in_both": 0, "old_left": 0}
@@ -264,16 +270,53 @@ def test_a_default_partition_rules_out_concurrent_detach_with_one_sentence(db):
     convert()
     db.execute("CREATE TABLE market_data_default PARTITION OF market_data DEFAULT")
     with pytest.raises(
-        MaintenanceError, match=r"has a DEFAULT partition, which rules out DETACH PARTITION CONCURRENTLY"
+        MaintenanceRefused, match=r"has a DEFAULT partition, which rules out DETACH PARTITION CONCURRENTLY"
     ):
-        run(maintenance.plan_maintenance, MOMENT)
+        run(plan_maintenance, MOMENT)
     assert len(partitions_of(db, "market_data")) == len(SOURCE_PARTITIONS) + 1
+
+
+def test_partition_ddl_needs_the_owners_privileges_on_every_partition_and_create_on_the_schema(
+    pg_cluster, db, maintenance_role
+):
+    convert()  # by the superuser, who owns the partitions
+    role = maintenance_role("instruments", "market_data", "market_data_archive", "orders")
+    identifier = sql.Identifier(role)
+    with pytest.raises(MaintenanceRefused) as excinfo:
+        run(plan_maintenance, MOMENT)
+    first = ", ".join(f"{name} (owner {pg_cluster.superuser})" for name in SOURCE_PARTITIONS[:3])
+    assert str(excinfo.value) == (
+        f"Role {role} lacks the owner's privileges on {first} and {len(SOURCE_PARTITIONS) - 3} more in schema public, "
+        "which the partition DDL of public.market_data needs: make it the owner or a member of the owner's role."
+    )
+
+    for partition in SOURCE_PARTITIONS:
+        db.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(partition), identifier))
+    with pytest.raises(MaintenanceRefused) as excinfo:
+        run(archive_old_rows, MOMENT, dry_run=True)
+    assert (
+        str(excinfo.value)
+        == f"Role {role} cannot create the partitions of public.market_data: it lacks CREATE on public."
+    )
+
+    db.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(identifier))
+    before = table_counts(db)
+    planned = run(archive_old_rows, MOMENT, dry_run=True)
+    summary = run(archive_old_rows, MOMENT)
+    assert summary["partition_names"] == [move["name"] for move in planned["partitions_to_move"]]
+    assert summary["partitions_moved"] == 9 and summary["rows_moved"] == planned["rows_to_move"]
+    after = table_counts(db)
+    assert after == {**after, "total": before["total"], "in_both": 0, "old_left": 0}
+    assert run(create_future_partitions, datetime(2027, 1, 10, tzinfo=UTC))["created"] == [
+        "market_data_p202703",
+        "market_data_p202704",
+    ]
 
 
 def test_the_conversion_command_plans_then_converts_both_tables(db, capsys):
     import json
 
-    from trading_ops.partitioning import main
+    from trading_ops.maintenance.cli import main
 
     main(["convert", "--dry-run"])
     planned = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
@@ -294,3 +337,17 @@ def test_the_conversion_command_plans_then_converts_both_tables(db, capsys):
         "SELECT relname, relkind FROM pg_class WHERE relname IN ('market_data', 'market_data_archive') ORDER BY 1"
     ).fetchall()
     assert kinds == [("market_data", "p"), ("market_data_archive", "p")]
+
+
+def test_the_conversion_command_refuses_a_table_it_cannot_convert_with_one_sentence(db, capsys):
+    from trading_ops.maintenance.cli import main
+
+    db.execute("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$")
+    db.execute("CREATE TRIGGER touch BEFORE INSERT ON market_data FOR EACH ROW EXECUTE FUNCTION touch()")
+    with pytest.raises(SystemExit) as excinfo:
+        main(["convert"])
+    assert excinfo.value.code == 1
+    assert capsys.readouterr().err == (
+        "Table public.market_data cannot be converted: it has triggers, which the conversion does not carry over.\n"
+    )
+    assert db.execute("SELECT relkind FROM pg_class WHERE relname = 'market_data'").fetchone() == ("r",)

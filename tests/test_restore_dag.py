@@ -14,14 +14,24 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 TABLES = ("market_data", "market_data_archive", "orders", "instruments")
 
 
+def _parse():
+    """A fresh parse per test: dag.test() keeps a run's conf in the DAG's params."""
+    return fresh_dag("db_restore")
+
+
 @pytest.fixture
 def restore_dag():
-    """A fresh parse per test (dag.test() keeps a run's conf in the DAG's params), retries off so the failure
-    tests do not sit through retry delays."""
-    dag = fresh_dag("db_restore")
+    """Retries off, so the failure tests do not sit through retry delays."""
+    dag = _parse()
     for task in dag.tasks:
         task.retries = 0
     return dag
+
+
+@pytest.fixture
+def declared_restore_dag():
+    """The DAG with the retries it declares, for the tests that show which failures are not retried."""
+    return _parse()
 
 
 @pytest.fixture
@@ -52,6 +62,10 @@ def _snapshot(conninfo: str) -> dict:
 def _run(dag, conf: dict):
     run = dag.test(run_conf=conf)
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _try_numbers(run) -> dict[str, int]:
+    return {ti.task_id: ti.try_number for ti in run.get_task_instances()}
 
 
 def _databases(pg_cluster) -> set[str]:
@@ -125,15 +139,15 @@ def test_a_failed_restore_keeps_the_old_database_and_scales_back(
     restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, monkeypatch, alert_fakes
 ):
     """pg_restore fails midway (its database is dropped under it): the live database and service are untouched."""
-    from trading_ops import restore
+    from trading_ops.restore import database as steps
 
-    real_run = restore.run_pg_restore
+    real_run = steps.run_pg_restore
 
     def failing_pg_restore(conn_id, dump, database, **kwargs):
         pg_cluster.drop_database(database)
         return real_run(conn_id, dump, database, **kwargs)
 
-    monkeypatch.setattr(restore, "run_pg_restore", failing_pg_restore)
+    monkeypatch.setattr(steps, "run_pg_restore", failing_pg_restore)
     fake_trading_api.deployment.replicas = 3
     before = _snapshot(pg_cluster.conninfo(fresh_db))
 
@@ -149,6 +163,30 @@ def test_a_failed_restore_keeps_the_old_database_and_scales_back(
     [page] = pagerduty.events()
     assert page["event_action"] == "trigger" and page["payload"]["severity"] == "critical"
     assert page["payload"]["source"] == "db_restore.restore_database"
+    assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]
+
+
+def test_a_copy_that_fails_verification_fails_at_once_pages_and_keeps_the_old_database(
+    declared_restore_dag, verified_backup, repository, fresh_db, pg_cluster, fake_trading_api, alert_fakes
+):
+    """Damage is no user's mistake: an incident at the DAG's level, but not retried (a retry checks the same copy)."""
+    from trading_ops.backup.repository import write_manifest
+
+    manifest = {key: value for key, value in verified_backup.manifest.items() if key != "format"}
+    manifest["row_counts"] = {**manifest["row_counts"], "public.orders": manifest["row_counts"]["public.orders"] + 1}
+    write_manifest(verified_backup.path, manifest)
+    before = _snapshot(pg_cluster.conninfo(fresh_db))
+
+    run, states = _run(declared_restore_dag, _real(fresh_db, backup_id=verified_backup.id))
+
+    assert states["verify_integrity"] == "failed" and _try_numbers(run)["verify_integrity"] == 1
+    assert states["swap_databases"] == "upstream_failed" and states["scale_up_workload"] == "success"
+    assert _snapshot(pg_cluster.conninfo(fresh_db)) == before
+    assert not any(name.startswith(f"{fresh_db}_restore_") for name in _databases(pg_cluster))
+    slack, pagerduty = alert_fakes
+    [page] = pagerduty.events()
+    assert page["payload"]["source"] == "db_restore.verify_integrity" and page["payload"]["severity"] == "critical"
+    assert "public.orders has" in page["payload"]["custom_details"]["error"]
     assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]
 
 
@@ -186,6 +224,48 @@ def test_user_errors_stop_in_validate_with_one_sentence(
     assert run.state == "failed" and states["validate_request"] == "failed"
     assert sentence in caplog.text
     assert fake_trading_api.scale_requests() == []
+
+
+def test_a_dry_run_naming_a_missing_database_fails_at_once_and_pages_nobody(
+    declared_restore_dag, verified_backup, fake_trading_api, alert_fakes, caplog
+):
+    """The defect of issue 11: this paged PagerDuty as a P1 "complete service outage"; it is a request problem."""
+    slack, pagerduty = alert_fakes
+    assert declared_restore_dag.get_task("validate_request").retries == 2, "retries it would have had"
+
+    run, states = _run(declared_restore_dag, {"target_database": "no_such_db"})
+
+    assert run.state == "failed" and states["validate_request"] == "failed"
+    assert _try_numbers(run)["validate_request"] == 1, "failed at once, not retried"
+    assert states["stop_if_dry_run"] == "upstream_failed"
+    assert pagerduty.requests == []
+    [notice] = slack.messages()
+    assert notice["channel"] == "#alerts-info"
+    sentence = "target database 'no_such_db' does not exist on trading_db."
+    assert notice["text"].startswith(
+        f":memo: *Not an incident* · db_restore: task validate_request stopped: {sentence}\n"
+    )
+    assert "a request or policy problem to fix" in notice["text"] and "without a retry" in notice["text"]
+    assert "*try:* 1\n" in notice["text"]
+    assert fake_trading_api.scale_requests() == []
+
+
+def test_a_dump_newer_than_every_installed_pg_restore_is_refused(
+    declared_restore_dag, verified_backup, repository, fresh_db, fake_trading_api, alert_fakes, caplog
+):
+    """pg_restore is chosen by the dump's pg_dump version (the manifest's `tools`), not taken from PATH."""
+    from trading_ops.backup.repository import write_manifest
+
+    manifest = {key: value for key, value in verified_backup.manifest.items() if key != "format"}
+    manifest["tools"] = {**manifest["tools"], "pg_dump": "pg_dump (PostgreSQL) 99.1"}
+    write_manifest(verified_backup.path, manifest)
+
+    run, states = _run(declared_restore_dag, {"target_database": fresh_db, "backup_id": verified_backup.id})
+
+    assert states["validate_request"] == "failed" and _try_numbers(run)["validate_request"] == 1
+    assert "pg_restore of PostgreSQL 99 or newer is not installed on this worker" in caplog.text
+    slack, pagerduty = alert_fakes
+    assert [message["channel"] for message in slack.messages()] == ["#alerts-info"] and pagerduty.requests == []
 
 
 @pytest.mark.parametrize("backup_id", ["../../etc/passwd", "20261101T010000Z/../x", "latest; rm -rf /"])

@@ -129,13 +129,21 @@ def test_an_unreachable_kubernetes_api_fails_the_check(review, tmp_path, monkeyp
     kubeconfig = stopped.write_kubeconfig(tmp_path / "kubeconfig")
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", stopped.connection_json(kubeconfig, "trading"))
     stopped.stop()
-    with pytest.raises(CheckSourceError, match=r"^Cannot reach the Kubernetes API of kubernetes_default"):
+    with pytest.raises(
+        CheckSourceError,
+        match=r"^Cannot read the NetworkPolicies of namespace trading: the Kubernetes API of kubernetes_default "
+        r"is unreachable \(",
+    ):
         review(["cat", str(DATA / "nft-good.json")])
 
 
 def test_a_kubernetes_api_error_fails_the_check(kubernetes, review):
     kubernetes.fail_with = 403
-    with pytest.raises(CheckSourceError, match=r"^Cannot read the NetworkPolicies of namespace trading .*: 403"):
+    with pytest.raises(
+        CheckSourceError,
+        match=r"^Cannot read the NetworkPolicies of namespace trading: the Kubernetes API of kubernetes_default "
+        r"answered 403 ",
+    ):
         review(["cat", str(DATA / "nft-good.json")])
 
 

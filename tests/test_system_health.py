@@ -98,13 +98,11 @@ def test_a_run_with_postgres_down_pages_and_fails(system_health_dag, airflow_db,
 
 def test_collectors_read_the_real_sources_with_the_policy(fresh_db):
     """The values the DAG's collectors hand to the evaluation, read with the test policy's sources."""
-    from trading_ops import monitoring
+    from trading_ops.monitoring import tasks
+    from trading_ops.monitoring.rules import all_rules
 
-    sources = load_policy().monitoring.sources
-    host = monitoring.collect_host_metrics(sources.disk_paths)
-    postgres = monitoring.collect_postgres_metrics(sources.database_conn_id)
-    measured = {**host, **postgres}
-    rules = monitoring.all_rules(load_policy())
+    measured = {**tasks.collect_host_metrics(), **tasks.collect_postgres_metrics()}
+    rules = all_rules(load_policy())
     unmeasured = {rule.metric for rule in rules if not isinstance(measured.get(rule.metric), int | float)}
     # Without Prometheus and without a standby, only the application metrics and replication lag are unknown.
     assert unmeasured == {

@@ -1,17 +1,57 @@
-"""The `trading-api` workload in Kubernetes, through the `kubernetes_default` Airflow connection.
+"""Kubernetes through an Airflow connection: one way to build the client, one way to report its failures, and the
+`trading-api` workload the restore scales.
 
-The provider's KubernetesHook builds the client from the connection (kubeconfig path or in-cluster); it has no
-scale helper, so scaling goes through its apps/v1 client: `PATCH .../deployments/NAME/scale`.
+`call(conn_id, action, request)` runs `request(api_client)` with the client the provider's KubernetesHook builds
+from the connection (a kubeconfig path, or in-cluster credentials); an API error or an unreachable API server
+becomes `KubernetesUnavailable` with one sentence naming what could not be done. The restore scales and watches the
+workload with it; the security checks read RBAC bindings and NetworkPolicies with it (`security.sources`).
+
+The hook has no scale helper, so scaling goes through the apps/v1 client: `PATCH .../deployments/NAME/scale`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class KubernetesUnavailable(RuntimeError):
+    """The Kubernetes API could not be reached or refused a request; the message is one sentence."""
+
+
+def api_client(conn_id: str):
+    """The `kubernetes` ApiClient of Airflow connection `conn_id`."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    return KubernetesHook(conn_id=conn_id).api_client
+
+
+def call(conn_id: str, action: str, request: Callable[..., T]) -> T:
+    """`request(api_client)` on the cluster of `conn_id`; `action` ("read the RBAC bindings") names it in errors."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return request(api_client(conn_id))
+    except ApiException as exc:
+        raise KubernetesUnavailable(
+            f"Cannot {action}: the Kubernetes API of {conn_id} answered {exc.status} {exc.reason}."
+        ) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise KubernetesUnavailable(
+            f"Cannot {action}: the Kubernetes API of {conn_id} is unreachable ({exc})."
+        ) from None
+
+
+# --- the trading-api workload -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -26,6 +66,9 @@ class Workload:
         k8s = policy.kubernetes
         return cls(k8s.conn_id, k8s.namespace, k8s.deployment, k8s.label_selector)
 
+    def __str__(self) -> str:
+        return f"deployment {self.namespace}/{self.deployment}"
+
 
 @dataclass(frozen=True)
 class PodStatus:
@@ -36,37 +79,51 @@ class PodStatus:
     age: str
 
 
-def _hook(conn_id: str):
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+def _apps(api):
+    from kubernetes import client
 
-    return KubernetesHook(conn_id=conn_id)
+    return client.AppsV1Api(api)
 
 
 def current_replicas(workload: Workload) -> int:
-    scale = _hook(workload.conn_id).apps_v1_client.read_namespaced_deployment_scale(
-        workload.deployment, workload.namespace
+    scale = call(
+        workload.conn_id,
+        f"read the scale of {workload}",
+        lambda api: _apps(api).read_namespaced_deployment_scale(workload.deployment, workload.namespace),
     )
     return scale.spec.replicas or 0
 
 
 def scale(workload: Workload, replicas: int) -> None:
-    log.info("Scaling deployment %s/%s to %d replicas", workload.namespace, workload.deployment, replicas)
-    _hook(workload.conn_id).apps_v1_client.patch_namespaced_deployment_scale(
-        workload.deployment, workload.namespace, {"spec": {"replicas": replicas}}
+    log.info("Scaling %s to %d replicas", workload, replicas)
+    call(
+        workload.conn_id,
+        f"scale {workload} to {replicas}",
+        lambda api: _apps(api).patch_namespaced_deployment_scale(
+            workload.deployment, workload.namespace, {"spec": {"replicas": replicas}}
+        ),
     )
 
 
 def ready_replicas(workload: Workload) -> int:
-    deployment = _hook(workload.conn_id).apps_v1_client.read_namespaced_deployment_status(
-        workload.deployment, workload.namespace
+    deployment = call(
+        workload.conn_id,
+        f"read the status of {workload}",
+        lambda api: _apps(api).read_namespaced_deployment_status(workload.deployment, workload.namespace),
     )
     return deployment.status.ready_replicas or 0
 
 
 def pods(workload: Workload) -> list[PodStatus]:
     """What `kubectl get pods -l <selector>` shows."""
-    pod_list = _hook(workload.conn_id).core_v1_client.list_namespaced_pod(
-        workload.namespace, label_selector=workload.label_selector
+    from kubernetes import client
+
+    pod_list = call(
+        workload.conn_id,
+        f"list the pods {workload.label_selector} in namespace {workload.namespace}",
+        lambda api: client.CoreV1Api(api).list_namespaced_pod(
+            workload.namespace, label_selector=workload.label_selector
+        ),
     )
     now = datetime.now(UTC)
     result = []

@@ -47,12 +47,13 @@ def program_major(program: str | os.PathLike) -> int | None:
         output = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return major_of_version_text(output)
+    return major_of_tool_version(output)
 
 
-def major_of_version_text(text: str) -> int | None:
-    """ "pg_dump (PostgreSQL) 15.18" -> 15, as `--version` prints it and manifests record it (None: no version)."""
-    match = _VERSION.search(text)
+def major_of_tool_version(version: str) -> int | None:
+    """The major version in what `tool_version` prints and backup manifests record under `tools`:
+    'pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)' -> 15; None when the text names no PostgreSQL version."""
+    match = _VERSION.search(version)
     return int(match[1]) if match else None
 
 

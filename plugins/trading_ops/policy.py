@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from trading_ops.errors import UserError
 from trading_ops.paths import CONFIG_DIR
@@ -193,12 +202,10 @@ class Reindex(Strict):
     mode: Literal["all", "bloated"]
     bloat_threshold_percent: Percent
     min_index_size: ByteSize
-    schemas: list[str] = Field(min_length=1)
 
 
 class Analyze(Strict):
     verbose: bool
-    schemas: list[str] = Field(min_length=1)
 
 
 class Archive(Strict):
@@ -213,12 +220,20 @@ class Archive(Strict):
     premake_partitions: int = Field(ge=0)
 
 
+def _user_schema(name: str) -> str:
+    if name in ("pg_catalog", "information_schema") or name.startswith(("pg_toast", "pg_temp")):
+        raise ValueError(f"{name!r} is a system schema; list user schemas only, or leave the key out for all of them")
+    return name
+
+
 class Maintenance(Strict):
     conn_id: str
     lock_timeout: Duration
     lock_retries: int = Field(ge=0)
     retry_backoff: Duration
     statement_timeout: Duration
+    # The schemas analyzed and reindexed; None: every user schema, as the manual's ANALYZE VERBOSE and REINDEX DATABASE.
+    schemas: list[Annotated[str, AfterValidator(_user_schema)]] | None = Field(default=None, min_length=1)
     reindex: Reindex
     analyze: Analyze
     archive: Archive

@@ -46,8 +46,9 @@ def test_log_rotation_rotates_compresses_and_encrypts_real_files(airflow_standal
     import io
 
     from tests.support.harness import TEST_POLICY
-    from trading_ops.logrotation import extract_archive
+    from trading_ops.logs.archives import extract_archive
     from trading_ops.policy import load_policy
+    from trading_ops.streams import EncryptionKey
 
     originals = {}
     for name, log_class in load_policy(TEST_POLICY).logs.classes.items():
@@ -69,5 +70,5 @@ def test_log_rotation_rotates_compresses_and_encrypts_real_files(airflow_standal
         assert (directory / f"{archive.name}.sha256").exists()
         assert (directory / "e2e.log").read_bytes() == b""
         out = io.BytesIO()
-        extract_archive(archive, out, [audit_log_identity])
+        extract_archive(archive, out, [EncryptionKey(audit_log_identity)])
         assert out.getvalue() == originals[name]

@@ -47,7 +47,8 @@ API
     FULL_ID_RE, FULL_ID_PATTERN; FULL_BACKUP_CHOICE_PATTERN  the trigger-form pattern: `latest` or a full backup id
     Errors are one sentence. BackupNotFound and BackupCorrupt are `UserError`s (a request names a missing or
     damaged backup: the task fails at once); BackupError is an operational failure (retried, alerted);
-    BackupKeyError a missing or wrong key.
+    BackupKeyError (a UserError too: `trading_ops.streams.EncryptionKeyError`) a missing or wrong key.
+    Compression, encryption and checksums are `trading_ops.streams`, shared with log archives.
 
 The DAGs: `tasks` is the wing's only boundary with Airflow's context; `jobs` does what each task does, as plain
 functions of the policy, the run's time and `dry_run`; `preflight` holds the read-only checks every run (and every
@@ -77,7 +78,8 @@ from trading_ops.backup.repository import (
     full_backup_id,
     repository_from_policy,
 )
-from trading_ops.backup.streams import BackupKeyError, Compression, EncryptionKey
+from trading_ops.streams import Compression, EncryptionKey
+from trading_ops.streams import EncryptionKeyError as BackupKeyError
 
 __all__ = [
     "BACKUP_ID_RE",

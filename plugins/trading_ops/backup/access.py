@@ -18,9 +18,10 @@ from pathlib import Path
 from trading_ops import pgtools
 from trading_ops.backup.full import BackupError
 from trading_ops.backup.repository import MANIFEST_DIGEST, BackupInfo, Repository, manifest_digest
-from trading_ops.backup.streams import BackupKeyError, Compression, EncryptionKey, file_sha256, read_stream
 from trading_ops.backup.wal_names import SEGMENT_RE
 from trading_ops.errors import UserError
+from trading_ops.streams import Compression, EncryptionKey, file_sha256, read_stream
+from trading_ops.streams import EncryptionKeyError as BackupKeyError
 
 
 class BackupCorrupt(UserError):
@@ -80,8 +81,9 @@ def read_backup_file(backup: BackupInfo, role: str, sink, key: EncryptionKey | N
     check_manifest(backup)
     entry = backup.file_entry(role)
     check_file(backup, entry)
+    key = backup_key(backup, key)
     with (backup.path / entry["path"]).open("rb") as source:
-        read_stream(source, sink, Compression.from_manifest(backup.manifest["compression"]), backup_key(backup, key))
+        read_stream(source, sink, Compression.from_manifest(backup.manifest["compression"]), [key] if key else [])
 
 
 @contextmanager

@@ -25,8 +25,8 @@ from typing import BinaryIO
 
 from trading_ops import pgtools
 from trading_ops.backup.repository import BackupInfo, Repository, fsync_file, isoformat, write_manifest
-from trading_ops.backup.streams import DEFAULT_COMPRESSION, Compression, EncryptionKey, StoredFile, write_stream
 from trading_ops.backup.wal_names import segment_name
+from trading_ops.streams import DEFAULT_COMPRESSION, Compression, EncryptionKey, StoredFile, write_stream
 
 
 class BackupError(RuntimeError):

@@ -32,7 +32,6 @@ from trading_ops.backup.repository import (
     repository_from_policy,
 )
 from trading_ops.backup.retention import RetentionRules, apply_retention, plan_retention
-from trading_ops.backup.streams import Compression
 from trading_ops.backup.wal import (
     archived_segments,
     archiver_status,
@@ -45,6 +44,7 @@ from trading_ops.backup.wal import (
     switch_and_wait,
 )
 from trading_ops.policy import Policy, load_policy
+from trading_ops.streams import Compression
 
 log = logging.getLogger(__name__)
 DRY_RUN = "DRY RUN, nothing is written: "

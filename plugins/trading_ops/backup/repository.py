@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trading_ops.errors import UserError
-from trading_ops.pgtools import major_of_version_num, major_of_version_text
+from trading_ops.pgtools import major_of_tool_version, major_of_version_num
 
 BackupType = Literal["full", "incremental"]
 
@@ -174,7 +174,7 @@ class BackupInfo:
     @property
     def pg_dump_major(self) -> int:
         """The major version of the pg_dump that wrote the dump: pg_restore must be at least that new."""
-        return major_of_version_text(self.manifest["tools"]["pg_dump"])
+        return major_of_tool_version(self.manifest["tools"]["pg_dump"])
 
     def file_path(self, role: str):
         """The stored file with this role ("dump", "base", or a WAL segment name)."""

@@ -16,7 +16,6 @@ from pathlib import Path
 from trading_ops.backup.catalog import list_backups
 from trading_ops.backup.full import BackupError, stored_name
 from trading_ops.backup.repository import BackupInfo, Repository, fsync_file, isoformat, write_manifest
-from trading_ops.backup.streams import Compression, EncryptionKey, write_stream
 from trading_ops.backup.wal_names import (
     HISTORY_RE,
     SEGMENT_RE,
@@ -28,6 +27,7 @@ from trading_ops.backup.wal_names import (
     segment_timeline,
     timeline_of_segment,
 )
+from trading_ops.streams import Compression, EncryptionKey, write_stream
 
 
 class WalArchiveError(BackupError):

@@ -24,7 +24,7 @@ from datetime import datetime
 from trading_ops.db import connection
 from trading_ops.policy import Policy
 from trading_ops.security.findings import Finding
-from trading_ops.security.k8s import read_api
+from trading_ops.security.sources import read_kubernetes
 from trading_ops.sqlfiles import load_sql
 
 CHECK = "access_right_audit"
@@ -209,7 +209,7 @@ def access_right_audit(policy: Policy, as_of: datetime) -> list[Finding]:
 
     with connection(policy.security.postgres_conn_id, autocommit=True) as conn:
         findings = audit_postgres(conn, policy)
-    cluster_bindings, namespaced_bindings = read_api(
+    cluster_bindings, namespaced_bindings = read_kubernetes(
         policy.kubernetes.conn_id,
         "the RBAC bindings",
         lambda api: (

@@ -20,8 +20,7 @@ from datetime import datetime
 
 from trading_ops.policy import Policy
 from trading_ops.security.findings import CheckSourceError, Finding
-from trading_ops.security.k8s import read_api
-from trading_ops.security.sources import run_command
+from trading_ops.security.sources import read_kubernetes, run_command
 
 CHECK = "firewall_rule_review"
 ANY = "any"
@@ -345,7 +344,7 @@ def firewall_rule_review(policy: Policy, as_of: datetime) -> list[Finding]:
     config = policy.security.firewall
     text = run_command(config.command, config.timeout, "the host firewall rules")
     rules = parse_nft(text) if config.format == "nft-json" else parse_iptables_save(text)
-    network_policies = read_api(
+    network_policies = read_kubernetes(
         policy.kubernetes.conn_id,
         f"the NetworkPolicies of namespace {policy.kubernetes.namespace}",
         lambda api: client.NetworkingV1Api(api).list_namespaced_network_policy(policy.kubernetes.namespace).items,

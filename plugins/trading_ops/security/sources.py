@@ -1,5 +1,5 @@
-"""Reading what the checks check: commands and log files (HTTP services go through `trading_ops.http_connections`),
-each failing loudly when unreachable.
+"""Reading what the checks check: commands, log files and the Kubernetes API (HTTP services go through
+`trading_ops.http_connections`), each failing loudly when unreachable.
 
 Every reader raises `CheckSourceError` with one sentence naming the source when it cannot read it: a check that
 could not look must not report that it found nothing.
@@ -10,11 +10,16 @@ from __future__ import annotations
 import glob
 import gzip
 import subprocess
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
+from trading_ops import kube
 from trading_ops.paths import PROJECT_ROOT
 from trading_ops.security.findings import CheckSourceError
+
+T = TypeVar("T")
 
 
 def run_command(argv: list[str], timeout: timedelta, what: str) -> str:
@@ -48,6 +53,14 @@ def read_log_files(patterns: list[str], what: str) -> list[tuple[Path, str]]:
         except OSError as exc:
             raise CheckSourceError(f"Cannot read {what}: {path}: {exc.strerror or exc}.") from None
     return files
+
+
+def read_kubernetes(conn_id: str, what: str, request: Callable[..., T]) -> T:
+    """`request(api_client)` on the cluster of `conn_id`, reading `what` ("the RBAC bindings")."""
+    try:
+        return kube.call(conn_id, f"read {what}", request)
+    except kube.KubernetesUnavailable as exc:
+        raise CheckSourceError(str(exc)) from None
 
 
 def project_file(name: str) -> Path:

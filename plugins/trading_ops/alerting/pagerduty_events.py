@@ -1,4 +1,4 @@
-"""The provider's PagerDuty Events API v2 hook, sending to the endpoint the connection names.
+"""PagerDuty: the Events API v2 event of an alert, sent with the provider's hook to the endpoint the connection names.
 
 `PagerdutyEventsHook` always posts to https://events.pagerduty.com and ignores the connection's host, which
 rules out PagerDuty's EU service region (events.eu.pagerduty.com) and any relay. This hook takes the host (and
@@ -13,6 +13,41 @@ from typing import Any
 
 import pagerduty
 from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook, prepare_event_data
+
+from trading_ops.alerting.routing import LEVEL_TO_SEVERITY, Alert, format_duration
+from trading_ops.policy import Policy
+
+
+def pagerduty_event(alert: Alert, policy: Policy, service: str, action: str = "trigger") -> dict:
+    """Keyword arguments of the hook's `send_event` for this alert."""
+    level = policy.incident_levels[alert.level]
+    custom_details = {
+        "incident_level": f"{alert.level} {level.name} ({level.description})",
+        "respond_within": format_duration(level.respond_within),
+        "resolve_within": format_duration(level.resolve_within),
+        "escalation": level.escalation,
+        "procedure": level.procedure,
+        **{name: str(value) for name, value in alert.details.items()},
+    }
+    return {
+        "summary": f"[{alert.level}] {alert.summary}"[:1024],
+        "severity": LEVEL_TO_SEVERITY[alert.level],
+        "source": alert.source,
+        "action": action,
+        "dedup_key": alert.key,
+        "custom_details": custom_details,
+        "group": service,
+        "component": "trading-ops",
+        "class_type": level.name,
+        "links": [{"href": alert.run_url, "text": "Airflow run"}] if alert.run_url else None,
+    }
+
+
+def post_to_pagerduty(policy: Policy, event: dict) -> None:
+    hook = RegionalPagerdutyEventsHook(
+        policy.alerting.pagerduty_conn_id, timeout=policy.alerting.delivery_timeout.total_seconds()
+    )
+    hook.send_event(**event)
 
 
 def events_base_url(host: str | None, port: int | None) -> str | None:

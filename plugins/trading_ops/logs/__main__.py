@@ -1,0 +1,5 @@
+import sys
+
+from trading_ops.logs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+from trading_ops.maintenance.cli import main
+
+main()
