@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.support.dagbag import fresh_dag, run_dag
-from trading_ops.backup import BackupCorrupt, BackupNotFound, Repository, jobs, resolve_backup
+from trading_ops.backup import BackupCorrupt, BackupKeyError, BackupNotFound, Repository, jobs, resolve_backup
 from trading_ops.backup.preflight import BackupRefused
 from trading_ops.backup.repository import full_backup_id, incremental_backup_id, isoformat, write_manifest
 from trading_ops.backup.wal_names import SEGMENT_RE
@@ -188,8 +188,9 @@ def test_a_dry_run_of_the_wal_backup_switches_nothing_and_bundles_nothing(
 
 def test_a_check_a_person_must_fix_stops_a_real_run_before_it_writes(pg_cluster, fresh_db, make_policy, tmp_path):
     make_policy({"backup.repository": str(tmp_path / "repo"), "backup.encryption.enabled": True})
-    with pytest.raises(BackupRefused, match="^Backup encryption is on, but the connection backup_encryption_key"):
+    with pytest.raises(BackupKeyError, match="^Connection backup_encryption_key is missing") as refused:
         jobs.full_backup(MOMENT)
+    assert isinstance(refused.value, UserError)
     assert not (tmp_path / "repo" / "full").exists()
 
 

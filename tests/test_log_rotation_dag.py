@@ -4,7 +4,6 @@ plan and changes nothing; a missing key fails the encrypted class at once."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from pyrage import x25519
@@ -14,7 +13,6 @@ from tests.support.logs import CLASSES, tree
 from trading_ops.logs.archives import extract_archive
 from trading_ops.streams import EncryptionKey
 
-DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "log_rotation.py"
 IDENTITY = x25519.Identity.generate()
 
 

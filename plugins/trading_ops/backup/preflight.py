@@ -6,9 +6,9 @@ failing, the repository and the archive can be written, the encryption key is th
 and the PostgreSQL programs fit the server. Nothing is written: the repository's and the archive's write access
 are checked with the operating system's permission check, not with a file.
 
-What a person must fix (a missing attribute, archiving off, an unwritable directory, a missing key) raises
-`BackupRefused`, a `UserError`: the run stops at once. An archiver that is failing right now is an operational
-failure (`WalArchiveError`): it is retried and alerts.
+What a person must fix (a missing attribute, archiving off, an unwritable directory) raises `BackupRefused`, a
+`UserError`, and so does a missing or malformed key (`streams.EncryptionKeyError`): the run stops at once. An
+archiver that is failing right now is an operational failure (`WalArchiveError`): it is retried and alerts.
 """
 
 from __future__ import annotations
@@ -118,14 +118,8 @@ def check_encryption_key(enabled: bool, key_conn_id: str) -> tuple[EncryptionKey
     """The key new backups are encrypted with (None when encryption is off), and what was checked."""
     if not enabled:
         return None, "encryption is off (backup.encryption.enabled)"
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        key = EncryptionKey.from_connection(key_conn_id)
-    except AirflowNotFoundException:
-        raise BackupRefused(
-            f"Backup encryption is on, but the connection {key_conn_id} that holds its key does not exist."
-        ) from None
+    # A missing connection or a password that is no age identity is an EncryptionKeyError, a UserError.
+    key = EncryptionKey.from_connection(key_conn_id)
     return key, f"the encryption key in connection {key_conn_id} is an age identity ({key.key_id})"
 
 

@@ -114,6 +114,17 @@ def _start_alert_sink(state: dict, timeout: float = 30) -> SinkEndpoints:
     return endpoints
 
 
+def _audit_log_recipient() -> str:
+    """The age recipient audit archives are encrypted to; its identity stays in .local/ for whoever reads them."""
+    from pyrage import x25519
+
+    identity_file = LOCAL_DIR / "audit-log-identity.txt"
+    if not identity_file.exists():
+        identity_file.touch(0o600)
+        identity_file.write_text(f"{x25519.Identity.generate()}\n")
+    return str(x25519.Identity.from_str(identity_file.read_text().strip()).to_public())
+
+
 def _take_first_full_backup(airflow: AirflowStandalone) -> str:
     """Trigger db_backup_full and wait for it, unless the repository already has a verified full backup."""
     from trading_ops.backup import Repository, list_backups
@@ -160,6 +171,9 @@ def up() -> None:
         "AIRFLOW_CONN_TRADING_DB": cluster.uri("trading_db"),
         "AIRFLOW_CONN_SLACK_ALERTS": sink.slack_connection(),
         "AIRFLOW_CONN_PAGERDUTY_EVENTS": sink.pagerduty_connection(),
+        "AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY": json.dumps(
+            {"conn_type": "generic", "password": _audit_log_recipient()}
+        ),
     }
     state.update(api_port=airflow.api_port, admin_password=airflow.password)
     _save_state(state)
