@@ -8,6 +8,8 @@ need_pkgs=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 \
   || need_pkgs+=(postgresql-15 postgresql-client-15 postgresql-contrib)
 command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
+# The caches' Redis servers of the tests and `make up` (capacity_review).
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
 # Parses docker-compose.yaml in the tests (no engine needed).
 command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)

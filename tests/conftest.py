@@ -152,3 +152,82 @@ def fake_trading_api(tmp_path, monkeypatch):
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", namespace="trading")
         monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", fake.connection_json(kubeconfig, "trading"))
         yield fake
+
+
+# --- Capacity review: the caches' Redis servers and the Kubernetes API with the HPA and Deployment --------------
+
+
+@pytest.fixture(scope="session")
+def redis_caches():
+    """One real redis-server per cache of the test policy on free 127.0.0.1 ports; the caches' `redis_conn_id`
+    connections point at them for the session."""
+    from tests.support.harness import TEST_POLICY
+    from trading_ops.dev.localredis import LocalRedis
+    from trading_ops.policy import load_policy
+
+    servers = {}
+    try:
+        for name, entry in load_policy(TEST_POLICY).cache.items():
+            servers[name] = LocalRedis(RUN_DIR / "redis" / name).start()
+            os.environ[f"AIRFLOW_CONN_{entry.redis_conn_id.upper()}"] = servers[name].connection_json()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+# --- The ops state database (trading_ops.opsstate): apart from trading_db, as in production ----------------------
+
+_ops_state_names = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def ops_state_db(request, monkeypatch):
+    """Wherever a test has the PostgreSQL cluster, an empty ops state database of its own beside trading_db, as the
+    `ops_state` connection (None for a test without the cluster)."""
+    if "pg_cluster" not in request.fixturenames:
+        yield None
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = f"ops_state_{os.getpid()}_{next(_ops_state_names)}"
+    cluster.create_database(name)
+    monkeypatch.setenv("AIRFLOW_CONN_OPS_STATE", cluster.uri(name))
+    yield name
+    cluster.drop_database(name)
+
+
+@pytest.fixture
+def ops_conn(pg_cluster, ops_state_db):
+    """A connection to the test's ops state database."""
+    import psycopg
+
+    with psycopg.connect(pg_cluster.conninfo(ops_state_db)) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def heartbeat_fake():
+    from tests.fakes.heartbeat import FakeHeartbeat
+
+    server = FakeHeartbeat().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def heartbeat(heartbeat_fake, monkeypatch):
+    """The `heartbeat` connection (system_health's dead man's switch) on a fresh fake for this test."""
+    heartbeat_fake.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_HEARTBEAT", heartbeat_fake.connection_json())
+    return heartbeat_fake
+
+
+@pytest.fixture
+def second_person_approves():
+    """Approves the live db_restore run of the test as `approver` (a second person, in the local policy's
+    restore.approval.approvers) as soon as it asks, through the same model calls as the REST API; yields the
+    Responder, whose `request` is what the approval task showed (None if it never asked)."""
+    from tests.support.hitl import Responder
+
+    with Responder("db_restore", "approve_live_restore", answer="Approve", user="approver") as responder:
+        yield responder

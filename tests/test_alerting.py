@@ -114,7 +114,7 @@ def test_a_rule_route_overrides_the_level_route(routed):
     assert pagerduty.requests == []
 
 
-def test_identical_alerts_inside_the_window_are_grouped_then_counted(routed, pg_conn):
+def test_identical_alerts_inside_the_window_are_grouped_then_counted(routed, ops_conn):
     slack, pagerduty = routed
 
     first = send_alert(p1_alert(raised_at=T0))
@@ -135,7 +135,7 @@ def test_identical_alerts_inside_the_window_are_grouped_then_counted(routed, pg_
     # PagerDuty got the same three; the repeat and the other summary update the one incident of the dedup key.
     assert [event["dedup_key"] for event in pagerduty.events()] == ["trading-ops/db_restore/verify_restore"] * 3
     assert pagerduty.incidents == {"trading-ops/db_restore/verify_restore": "triggered"}
-    row = pg_conn.execute(
+    row = ops_conn.execute(
         "SELECT last_sent_at, grouped_since_sent FROM ops.alert_groups WHERE summary = %s", (p1_alert().summary,)
     ).fetchone()
     assert row == (T0 + timedelta(minutes=30), 0)
@@ -173,7 +173,7 @@ def test_an_unreachable_state_database_does_not_stop_the_alert(alert_fakes, pg_c
     slack, pagerduty = alert_fakes
     from trading_ops.dev.localpg import free_port
 
-    monkeypatch.setenv("AIRFLOW_CONN_TRADING_DB", f"postgresql://postgres:x@127.0.0.1:{free_port()}/trading_db")
+    monkeypatch.setenv("AIRFLOW_CONN_OPS_STATE", f"postgresql://postgres:x@127.0.0.1:{free_port()}/trading_ops")
 
     with caplog.at_level(logging.ERROR, logger="trading_ops.alerting"):
         first = send_alert(p1_alert())
@@ -181,7 +181,7 @@ def test_an_unreachable_state_database_does_not_stop_the_alert(alert_fakes, pg_c
 
     assert first.sent == second.sent == ["slack:#alerts-critical", "pagerduty:trading-team"]
     assert [message["text"] for message in slack.messages()] == [P1_TEXT, P1_TEXT]
-    assert "Alert grouping state in 'trading_db' is unavailable; delivering P1 alert" in caplog.text
+    assert "Alert grouping state in 'ops_state' is unavailable; delivering P1 alert" in caplog.text
 
 
 def test_a_failed_delivery_is_logged_loudly_and_does_not_raise(routed, caplog):
@@ -200,7 +200,7 @@ def test_a_failed_delivery_is_logged_loudly_and_does_not_raise(routed, caplog):
     )
 
 
-def test_an_undelivered_alert_does_not_open_the_grouping_window(routed, pg_conn):
+def test_an_undelivered_alert_does_not_open_the_grouping_window(routed, ops_conn):
     slack, pagerduty = routed
     warning = p1_alert(severity="P2", dedup_key="trading-ops/db_backup_full/verify_backup")
     slack.failure = (500, "internal_error")
@@ -211,7 +211,7 @@ def test_an_undelivered_alert_does_not_open_the_grouping_window(routed, pg_conn)
 
     assert retried.sent == ["slack:#alerts-warning"] and not retried.grouped
     assert len(slack.requests) == 2 and slack.messages()[0] == slack.messages()[1], "no grouped count: none was"
-    assert pg_conn.execute(
+    assert ops_conn.execute(
         "SELECT last_sent_at, sent FROM ops.alert_groups WHERE dedup_key = %s", (warning.dedup_key,)
     ).fetchone() == (T0 + timedelta(minutes=2), True)
     # Delivered now, so the next identical alert inside the window is grouped again.
@@ -321,3 +321,26 @@ def test_an_unknown_severity_stops_the_caller_with_one_sentence():
         ValueError, match=r"^Alert severity 'high' is not one of P1, P2, P3, critical, warning, info\.$"
     ):
         Alert("high", "db_backup_full.verify_backup", "backup checksum mismatch")
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_failing_pagerduty_is_retried_a_bounded_number_of_times(alert_fakes, make_policy, status):
+    """The client alone retries a 503 six times and a 429 forever: that would eat system_health's timeout."""
+    slack, pagerduty = alert_fakes
+    make_policy({"alerting.delivery_retries": 2, "alerting.delivery_retry_wait": "0s"})
+    pagerduty.fail_with = status
+
+    delivery = send_alert(p1_alert())
+
+    assert delivery.failed == ["pagerduty:trading-team"] and delivery.sent == ["slack:#alerts-critical"]
+    assert len(pagerduty.paths("POST")) == 3, "the first attempt and 2 retries"
+
+
+def test_the_shipped_pagerduty_retries_fit_inside_system_health_s_timeout(dagbag):
+    from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy
+
+    alerting = load_policy(DEFAULT_POLICY_PATH).alerting
+    waits = sum((alerting.delivery_retry_wait * 2**n for n in range(alerting.delivery_retries)), timedelta())
+    worst = (alerting.delivery_retries + 1) * alerting.delivery_timeout + waits
+    timeout = dagbag.dags["system_health"].default_args["execution_timeout"]
+    assert worst < timeout / 3, (worst, timeout)

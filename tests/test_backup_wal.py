@@ -16,7 +16,8 @@ from trading_ops.backup import Repository, extract_base_backup, jobs, list_backu
 from trading_ops.backup.access import configure_recovery
 from trading_ops.backup.wal import WalArchiveError, check_continuity, missing_segments, switch_and_wait
 from trading_ops.backup.wal_names import SEGMENT_RE, name_of
-from trading_ops.dev.localpg import ARCHIVE_SCRIPT, LocalCluster, _give_to_server_user
+from trading_ops.dev.localpg import ARCHIVE_SCRIPT, LocalCluster
+from trading_ops.pgserver import give_to_server_user as _give_to_server_user
 
 SEGMENT = 16 * 1024 * 1024
 MOMENT = datetime(2026, 11, 1, 16, 0, tzinfo=UTC)
@@ -82,6 +83,7 @@ def test_wal_backup_is_switched_checked_bundled_and_verified(pg_cluster, pg_conn
     switched = jobs.switch_wal()
     assert SEGMENT_RE.match(switched["last_segment"]) and switched["archiver"]["failed_count"] == 0
     assert switched["rpo_seconds"] is not None and switched["rpo_seconds"] >= 0
+    assert switched["newest_segment_age_seconds"] >= 0 and switched["rpo_target_seconds"] == 60
     continuity = jobs.wal_continuity(switched)
     full = repository.info("full", full_id)
     assert continuity["first"] == full.manifest["wal_start_segment"] and continuity["segments_checked"] >= 3

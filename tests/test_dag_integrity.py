@@ -24,9 +24,26 @@ SCHEDULES = {
     "security_checks_weekly": "0 4 * * 1",
     "security_checks_monthly": "0 5 1 * *",
     "system_health": "*/5 * * * *",
+    "capacity_review": "0 6 * * *",
+    # Sunday, four hours after db_backup_full (whose tasks may take its 4-hour timeout).
+    "db_restore_drill": "0 5 * * 0",
+    "incident_tracker": "* * * * *",
+    "incident_response": None,
+    # Off-host WAL (issue 13): within backup.wal_ship_within (5m) of archiving.
+    "db_wal_ship": "* * * * *",
 }
+# One run per incident, and incidents overlap.
+CONCURRENT_RUNS = {"incident_response"}
 # The DAGs that change something, and so take a `dry_run`.
-CHANGING = {"db_maintenance", "db_backup_full", "db_backup_wal", "db_restore", "log_rotation"}
+CHANGING = {
+    "db_maintenance",
+    "db_backup_full",
+    "db_backup_wal",
+    "db_restore",
+    "log_rotation",
+    "capacity_review",
+    "db_wal_ship",
+}
 
 
 def test_no_import_errors(dagbag):
@@ -110,7 +127,7 @@ def test_house_rules(dag_file, dagbag):
     for heading in ("Idempotency", "Triage", "Owner"):
         assert heading.lower() in dag.doc_md.lower(), f"the runbook has no {heading} section"
     assert dag.catchup is False, "no DAG here needs a backfill: each run acts on the present state"
-    assert dag.max_active_runs == 1
+    assert dag.max_active_runs == (16 if dag.dag_id in CONCURRENT_RUNS else 1)
     for task in dag.tasks:
         assert task.owner == OWNER, task.task_id
         assert task.retries >= 2, task.task_id

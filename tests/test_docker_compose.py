@@ -16,13 +16,19 @@ from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy
 
 # A password full of what a URI would take for its own syntax.
 DB_PASSWORD = "p/w@x:y#z?%+ &"
-COMPOSE_ENV = {"TRADING_DB_PASSWORD": DB_PASSWORD, "AIRFLOW_JWT_SECRET": "jwt", "AIRFLOW_SECRET_KEY": "key"}
+COMPOSE_ENV = {
+    "TRADING_DB_PASSWORD": DB_PASSWORD,
+    "OPS_STATE_PASSWORD": "ops",
+    "AIRFLOW_JWT_SECRET": "jwt",
+    "AIRFLOW_SECRET_KEY": "key",
+}
 AIRFLOW_SERVICES = {
     "airflow-apiserver",
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
     "airflow-worker",
+    "airflow-worker-trading-db",
 }
 
 
@@ -93,7 +99,7 @@ def test_secrets_are_required_not_defaulted():
         cwd=ROOT,
     )
     assert result.returncode != 0
-    assert "TRADING_DB_PASSWORD" in result.stderr or "AIRFLOW_JWT_SECRET" in result.stderr
+    assert any(name in result.stderr for name in ("TRADING_DB_PASSWORD", "OPS_STATE_PASSWORD", "AIRFLOW_JWT_SECRET"))
 
 
 def test_trading_db_archives_through_the_shipped_script(compose):
@@ -157,6 +163,39 @@ def test_the_header_names_only_variables_the_file_uses():
     text = (ROOT / "docker-compose.yaml").read_text()
     header, body = text.split("\n\n", 1)
     mentioned = set(re.findall(r"\b([A-Z][A-Z_]+)=", header))
-    assert mentioned == {"TRADING_DB_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_SECRET_KEY"}
+    assert mentioned == {"TRADING_DB_PASSWORD", "OPS_STATE_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_SECRET_KEY"}
     assert all(f"${{{name}" in body for name in mentioned)
     assert "AIRFLOW_ADMIN_PASSWORD" not in text
+
+
+def _worker_queues(compose: dict) -> dict[str, tuple[list[str], str | None]]:
+    """Celery worker service -> (the queues it serves, the host it says it is)."""
+    workers = {}
+    for name, service in compose["services"].items():
+        command = service.get("command")
+        argv = command.split() if isinstance(command, str) else list(command or [])
+        if argv[:2] == ["celery", "worker"]:
+            queues = argv[argv.index("--queues") + 1].split(",") if "--queues" in argv else ["default"]
+            workers[name] = (queues, service["environment"].get("TRADING_OPS_HOST"))
+    return workers
+
+
+def test_one_worker_per_log_host_serves_that_hosts_queue(compose):
+    from trading_ops.logs.hosts import queue_of
+
+    workers = _worker_queues(compose)
+    hosts = compose["services"]["airflow-scheduler"]["environment"]["TRADING_OPS_LOG_HOSTS"].split(",")
+    assert len(hosts) >= 2, "the stack shows more than one host"
+    for host in hosts:
+        serving = [
+            name for name, (queues, _host) in workers.items() if queue_of(host).get("queue", "default") in queues
+        ]
+        assert len(serving) == 1, f"exactly one worker serves host {host}'s queue: {serving}"
+        assert workers[serving[0]][1] == host, f"{serving[0]} says it is host {host} (TRADING_OPS_HOST)"
+    # Every host the shipped policy puts a log path on has a task (and so a worker).
+    policy_hosts = {
+        path.host for log_class in load_policy(DEFAULT_POLICY_PATH).logs.classes.values() for path in log_class.paths
+    }
+    assert policy_hosts <= set(hosts)
+    # The database host's worker has the database host's logs.
+    assert "system-logs" in _mounts(compose["services"]["airflow-worker-trading-db"]).values()

@@ -19,7 +19,9 @@ import pytest
 import zstandard
 from pyrage import x25519
 
-from tests.support.logs import CLASSES, logs_cli, tree
+from tests.support.logs import CHAIN_PUBLIC_KEY, CLASSES, SIGNER, logs_cli, trading_ops_cli, tree
+from trading_ops.backup.repository import repository_from_policy
+from trading_ops.logs import chain
 from trading_ops.logs.archives import ArchiveFormat, extract_archive, write_archive
 from trading_ops.logs.report import LogRotationError
 from trading_ops.logs.run import rotate_log_class
@@ -47,8 +49,17 @@ def logs_policy(tmp_path, make_policy):
     return _make
 
 
-def run(policy, name, *, now=NOW, dry_run=False):
-    return rotate_log_class(name, now=now, dry_run=dry_run, recipients=RECIPIENTS, policy=policy)
+def run(policy, name, *, now=NOW, dry_run=False, host="default"):
+    return rotate_log_class(
+        name,
+        now=now,
+        dry_run=dry_run,
+        recipients=RECIPIENTS,
+        signer=SIGNER,
+        heads=repository_from_policy(policy),
+        policy=policy,
+        host=host,
+    )
 
 
 def make_archive(directory: Path, name: str, content: bytes, age: timedelta, now=NOW) -> Path:
@@ -117,7 +128,8 @@ def test_size_cap_deletes_the_oldest_archives_first_and_never_an_active_file(tmp
     assert deleted == archives[: len(deleted)], "deleted the oldest first"
     assert kept == archives[len(deleted) :]
     assert report.archives_deleted == len(deleted) and report.bytes_deleted == sum(footprint[p] for p in deleted)
-    total = sum(path.stat().st_size for path in directory.iterdir())
+    # The signed chain (a hidden file beside them) is never deleted and not counted against the cap.
+    total = sum(path.stat().st_size for path in directory.iterdir() if not path.name.startswith(".chain."))
     assert total <= 64 * 1024 == report.max_size
     assert report.total_bytes == total
     # No more than needed: keeping the last one deleted would have left the class over its cap.
@@ -176,7 +188,9 @@ def test_audit_logs_are_encrypted_and_decrypt_to_the_same_bytes(tmp_path, logs_p
 
     suffix = {"zstd": ".zst.age", "gzip": ".gz.age"}[compressor]
     archive = directory / f"audit.log.{NOW:%Y%m%dT%H%M%SZ}{suffix}"
-    assert sorted(p.name for p in directory.iterdir()) == sorted(["audit.log", archive.name, f"{archive.name}.sha256"])
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["audit.log", archive.name, f"{archive.name}.sha256", ".chain.audit_logs.jsonl"]
+    )
     ciphertext = archive.read_bytes()
     assert ciphertext.startswith(b"age-encryption.org/v1\n") and b"secret-marker" not in ciphertext
     compressed = pyrage.decrypt(ciphertext, [IDENTITY])
@@ -201,7 +215,9 @@ def test_an_encrypted_class_without_a_recipient_stops_before_anything_changes(tm
     (tmp_path / "audit_logs" / "audit.log").write_text("line\n")
     before = tree(tmp_path)
     with pytest.raises(LogRotationError, match=r"^Log class audit_logs is encrypted but no age recipient"):
-        rotate_log_class("audit_logs", now=NOW, dry_run=False, recipients=None, policy=policy)
+        rotate_log_class(
+            "audit_logs", now=NOW, dry_run=False, recipients=None, signer=SIGNER, heads=None, policy=policy
+        )
     assert tree(tmp_path) == before
 
 
@@ -248,13 +264,21 @@ def test_tampering_is_detected_on_the_next_run_and_pages(tmp_path, logs_policy, 
             f"{archives['c']} is listed by {archives['c'].name}.sha256 but missing",
         ]
     )
-    assert [alert["severity"] for alert in report.alerts] == ["critical"]
-    assert report.alerts[0]["summary"] == "audit_logs: 3 archive(s) fail their integrity check"
-    (message,) = slack.messages()
+    # The chain sees the altered and the deleted archive too (the missing sidecar is no chain matter).
+    assert sorted(report.chain_problems) == sorted(
+        [
+            f"{archives['a']} differs from the archive the chain recorded (entry 1)",
+            f"{archives['c']} is in the chain (entry 3) but missing",
+        ]
+    )
+    assert [alert["severity"] for alert in report.alerts] == ["critical", "critical"]
+    assert report.alerts[1]["summary"] == "audit_logs: 3 archive(s) fail their integrity check"
+    chain_message, message = slack.messages()
     assert message["channel"] == "#alerts-critical"
     assert "audit_logs: 3 archive(s) fail their integrity check" in message["text"]
     assert f"{archives['a']} does not match its sha256 sidecar" in message["text"]
-    (event,) = pagerduty.events()
+    assert "audit_logs: the signed chain of archives shows 2 problem(s)" in chain_message["text"]
+    _chain_event, event = pagerduty.events()
     assert event["payload"]["summary"] == "[P1] audit_logs: 3 archive(s) fail their integrity check"
 
 
@@ -270,7 +294,11 @@ def test_an_interrupted_run_leaves_nothing_the_next_run_does_not_clean(tmp_path,
 
     report = run(policy, "application_logs")
 
-    assert sorted(p.name for p in directory.iterdir()) == [f"{rotated.name}.zst", f"{rotated.name}.zst.sha256"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        ".chain.application_logs.jsonl",
+        f"{rotated.name}.zst",
+        f"{rotated.name}.zst.sha256",
+    ]
     assert extracted(directory / f"{rotated.name}.zst") == b"rotated but not compressed\n"
     assert report.tampered == [] and report.failures == []
 
@@ -481,3 +509,268 @@ def test_a_rotated_file_still_held_by_its_writer_is_archived_by_a_later_run(tmp_
     assert not rotated.exists() and Path(f"{rotated}.zst").exists()
     assert second.bytes_before == len(extracted(Path(f"{rotated}.zst")))
     assert sorted(all_sequence_numbers(directory)) == list(range(written))
+
+
+# --- the signed chain of archives ---------------------------------------------------------------------------------
+
+
+def audit_run_with_archives(tmp_path, logs_policy, names=("a.log", "b.log", "c.log")):
+    """A policy, and a first audit run that archived one file per name; returns (policy, directory, archives)."""
+    policy = logs_policy()
+    directory = tmp_path / "audit_logs"
+    for name in names:
+        (directory / name).write_text(f"{name} line\n" * 100)
+    first = run(policy, "audit_logs")
+    assert first.chain_problems == [] and first.alerts == []
+    archives = {path.name.split(".")[0]: path for path in directory.glob("*.age")}
+    return policy, directory, archives
+
+
+def chain_entries(directory: Path, log_class: str = "audit_logs") -> list[dict]:
+    return chain.read_chain(chain.chain_path(directory, log_class)).entries
+
+
+def relinked(entries: list[dict]) -> list[dict]:
+    """`entries` renumbered, relinked and signed again with the real key: what someone holding the key writes."""
+    out = []
+    for index, entry in enumerate(entries):
+        unsigned = {key: value for key, value in entry.items() if key != "sig"}
+        unsigned.update(seq=index, prev=chain.entry_hash(out[-1]) if out else chain.GENESIS)
+        out.append(chain.sign(unsigned, SIGNER))
+    return out
+
+
+def test_each_archive_and_its_time_range_is_recorded_in_a_signed_chain(tmp_path, logs_policy):
+    _policy, directory, archives = audit_run_with_archives(tmp_path, logs_policy)
+    opening, *entries = chain_entries(directory)
+    assert opening["kind"] == "open" and opening["log_class"] == "audit_logs" and opening["host"] == "default"
+    assert [entry["name"] for entry in entries] == sorted(path.name for path in archives.values())
+    for entry in entries:
+        path = directory / entry["name"]
+        assert entry["kind"] == "archive" and entry["size"] == path.stat().st_size
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert entry["lines_from"] is None  # the first archive of its file
+        assert datetime.fromisoformat(entry["lines_to"]).timestamp() == pytest.approx(path.stat().st_mtime, abs=1)
+    previous = [opening, *entries]
+    assert all(entry["prev"] == chain.entry_hash(before) for before, entry in zip(previous, entries, strict=False))
+    assert all(chain.signature_ok(entry, chain.verify_key(CHAIN_PUBLIC_KEY)) for entry in previous)
+    # The next archive of a.log starts where the first one ended.
+    (directory / "a.log").write_text("later line\n")
+    run(logs_policy(), "audit_logs", now=NOW + timedelta(days=1))
+    newest = chain_entries(directory)[-1]
+    assert newest["name"].startswith("a.log.") and newest["lines_from"] == entries[0]["lines_to"]
+
+
+def test_deleting_an_archive_with_its_sidecar_and_forging_one_with_a_recomputed_sidecar_page(
+    tmp_path, logs_policy, alert_fakes
+):
+    slack, pagerduty = alert_fakes
+    policy, directory, archives = audit_run_with_archives(tmp_path, logs_policy)
+    # What the issue's tester did: the sidecars agree with the files, so they alone see nothing.
+    archives["a"].unlink()
+    Path(f"{archives['a']}.sha256").unlink()
+    forged = b"age-encryption.org/v1\nforged\n"
+    archives["b"].write_bytes(forged)
+    Path(f"{archives['b']}.sha256").write_text(f"{hashlib.sha256(forged).hexdigest()}  {archives['b'].name}\n")
+    slipped_in = directory / f"c.log.{(NOW - timedelta(days=3)):%Y%m%dT%H%M%SZ}.zst.age"
+    slipped_in.write_bytes(forged)
+    Path(f"{slipped_in}.sha256").write_text(f"{hashlib.sha256(forged).hexdigest()}  {slipped_in.name}\n")
+
+    report = run(policy, "audit_logs")
+
+    assert report.tampered == []
+    assert sorted(report.chain_problems) == sorted(
+        [
+            f"{archives['a']} is in the chain (entry 1) but missing",
+            f"{archives['b']} differs from the archive the chain recorded (entry 2)",
+            f"{slipped_in} is not in the chain: it was added after archiving",
+        ]
+    )
+    assert report.alerts[0]["severity"] == "critical"
+    assert report.alerts[0]["summary"] == "audit_logs: the signed chain of archives shows 3 problem(s)"
+    (message,) = slack.messages()
+    assert message["channel"] == "#alerts-critical" and str(archives["a"]) in message["text"]
+    (event,) = pagerduty.events()
+    assert event["payload"]["summary"] == "[P1] audit_logs: the signed chain of archives shows 3 problem(s)"
+    # The evidence stays: the next run says it again.
+    assert len(run(policy, "audit_logs").chain_problems) == 3
+
+
+def test_a_truncated_chain_is_caught(tmp_path, logs_policy, alert_fakes):
+    policy, directory, archives = audit_run_with_archives(tmp_path, logs_policy)
+    path = chain.chain_path(directory, "audit_logs")
+    lines = path.read_bytes().splitlines(keepends=True)
+    # The last entry dropped, with its archive: consistent on its own, short of the off-host head.
+    path.write_bytes(b"".join(lines[:-1]))
+    archives["c"].unlink()
+    Path(f"{archives['c']}.sha256").unlink()
+    assert chain.verify(directory, "audit_logs", chain.verify_key(CHAIN_PUBLIC_KEY)) == []
+
+    report = run(policy, "audit_logs")
+    assert report.chain_problems == [
+        f"{path} ends at entry 2, but the off-host head records entry 3: the chain was truncated or replaced by an "
+        "older copy"
+    ]
+    assert [alert["severity"] for alert in report.alerts] == ["critical"]
+
+    # Cut in the middle of a line: that line is no entry, and what follows no longer links.
+    path.write_bytes(b"".join(lines[:2]) + lines[2][:40] + b"\n" + lines[3])
+    problems = run(policy, "audit_logs").chain_problems
+    assert f"{path}: line 3 is not a whole chain entry (truncated or altered)" in problems
+    assert any("entries were removed, inserted or reordered" in problem for problem in problems), problems
+
+
+def test_reordered_entries_are_caught(tmp_path, logs_policy):
+    policy, directory, _archives = audit_run_with_archives(tmp_path, logs_policy)
+    path = chain.chain_path(directory, "audit_logs")
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join([lines[0], lines[2], lines[1], lines[3]]))
+
+    report = run(policy, "audit_logs")
+
+    assert report.chain_problems and all("reordered" in problem for problem in report.chain_problems)
+    assert report.alerts[0]["severity"] == "critical"
+
+
+def test_an_altered_entry_fails_its_signature_and_other_classes_warn(tmp_path, logs_policy):
+    policy = logs_policy()
+    directory = tmp_path / "application_logs"
+    (directory / "api.log").write_text("line\n" * 50)
+    run(policy, "application_logs")
+    path = chain.chain_path(directory, "application_logs")
+    entries = chain_entries(directory, "application_logs")
+    entries[1]["size"] += 1
+    chain.write_chain(path, entries)
+
+    report = run(policy, "application_logs")
+
+    assert any("has no valid signature" in problem for problem in report.chain_problems)
+    assert [alert["severity"] for alert in report.alerts] == ["warning"]
+
+
+def test_retention_deletions_are_recorded_in_the_chain_and_verify_clean(tmp_path, logs_policy):
+    policy = logs_policy()
+    directory = tmp_path / "application_logs"
+    old = make_archive(directory, archive_name("api.log", timedelta(days=25)), b"old\n", timedelta(days=25))
+    (directory / "api.log").write_text("line\n" * 10)
+    assert run(policy, "application_logs").chain_problems == []
+
+    later = run(policy, "application_logs", now=NOW + timedelta(days=10))
+
+    assert later.archives_deleted == 1 and not old.exists()
+    deletion = chain_entries(directory, "application_logs")[-1]
+    assert deletion["kind"] == "delete" and deletion["name"] == old.name and "retention" in deletion["reason"]
+    assert later.chain_problems == [] and later.alerts == []
+    assert run(policy, "application_logs", now=NOW + timedelta(days=10)).chain_problems == []
+
+
+def test_the_off_host_head_catches_a_chain_rewritten_on_the_host(tmp_path, logs_policy):
+    policy, directory, archives = audit_run_with_archives(tmp_path, logs_policy)
+    # Someone holding the key replaces b's archive and rewrites the chain to match: consistent, every entry signed.
+    forged = b"age-encryption.org/v1\nforged\n"
+    archives["b"].write_bytes(forged)
+    Path(f"{archives['b']}.sha256").write_text(f"{hashlib.sha256(forged).hexdigest()}  {archives['b'].name}\n")
+    entries = chain_entries(directory)
+    entries[2].update(sha256=hashlib.sha256(forged).hexdigest(), size=len(forged))
+    path = chain.chain_path(directory, "audit_logs")
+    chain.write_chain(path, relinked(entries))
+    assert chain.verify(directory, "audit_logs", chain.verify_key(CHAIN_PUBLIC_KEY)) == []
+
+    report = run(policy, "audit_logs")
+
+    assert report.chain_problems == [
+        f"{path}: entry 3 is not the one the off-host head records: the chain was rewritten on the host"
+    ]
+    assert report.alerts[0]["severity"] == "critical"
+    # The head is left as it was, so every later run says it again; and removing the chain does not help.
+    assert len(run(policy, "audit_logs").chain_problems) == 1
+    path.unlink()
+    problems = run(policy, "audit_logs").chain_problems
+    assert f"{path} is missing, but the off-host head records 4 entries" in problems
+
+
+def logs_verify(capsys, *argv: str) -> tuple[int, list[str], str]:
+    """`python -m trading_ops logs verify <argv>` in this process: exit code, stdout lines, stderr."""
+    from trading_ops.__main__ import main
+
+    capsys.readouterr()
+    code = main(["logs", "verify", *argv])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def test_logs_verify_checks_a_directory_by_hand_with_the_public_key_only(tmp_path, logs_policy, capsys):
+    policy, directory, archives = audit_run_with_archives(tmp_path, logs_policy)
+    repository = policy.backup.repository
+
+    # As an operator runs it (the other cases run in this process, to save the interpreter's start).
+    clean = trading_ops_cli("logs", "verify", str(directory), "--repository", repository)
+    assert clean.returncode == 0, clean.stderr
+    assert clean.stdout == b"" and b"verified, 4 entries, 3 archive(s) held, lines from" in clean.stderr
+
+    archives["a"].unlink()
+    Path(f"{archives['a']}.sha256").unlink()
+    entries = [entry for entry in chain_entries(directory) if entry.get("name") != archives["a"].name]
+    chain.write_chain(chain.chain_path(directory, "audit_logs"), relinked(entries))
+    # Consistent without its head (which the command says it did not compare) ...
+    code, out, err = logs_verify(capsys, str(directory), "--public-key", CHAIN_PUBLIC_KEY)
+    assert code == 0 and out == [] and "Off-host heads not compared" in err
+    # ... not against it; and a wrong key fails every entry, one line each.
+    code, out, err = logs_verify(capsys, str(directory), "--repository", repository)
+    assert code == 1
+    assert out == [
+        f"{chain.chain_path(directory, 'audit_logs')} ends at entry 2, but the off-host head records entry 3: the "
+        "chain was truncated or replaced by an older copy"
+    ]
+    _other_private, other_public = chain.generate_signing_key()
+    code, out, err = logs_verify(capsys, str(directory), "--public-key", other_public)
+    assert code == 1 and len(out) == 3 and all("has no valid signature" in line for line in out)
+    assert logs_verify(capsys, str(tmp_path / "nowhere"))[0] == 2
+
+
+def test_a_run_for_one_host_rotates_only_the_paths_on_that_host(tmp_path, logs_policy):
+    policy = logs_policy({"logs.classes.audit_logs.paths.0.host": "db2"})
+    directory = tmp_path / "audit_logs"
+    (directory / "audit.log").write_text("line\n" * 10)
+
+    assert run(policy, "audit_logs").files_rotated == 0  # the default host holds no audit path now
+    assert list(directory.iterdir()) == [directory / "audit.log"]
+    assert run(policy, "audit_logs", host="db2").files_rotated == 1
+    assert chain_entries(directory)[0]["host"] == "db2"
+
+
+def test_the_repository_stores_and_reads_small_named_objects_whole(tmp_path):
+    from trading_ops.backup import Repository
+
+    repository = Repository(str(tmp_path / "repository"))
+    assert repository.read_object("log-chains/default/audit_logs/x.json") is None
+    repository.store_object("log-chains/default/audit_logs/x.json", b"first")
+    repository.store_object("log-chains/default/audit_logs/x.json", b"second")
+    assert repository.read_object("log-chains/default/audit_logs/x.json") == b"second"
+    assert sorted(
+        p.name for p in (tmp_path / "repository" / "objects" / "log-chains/default/audit_logs").iterdir()
+    ) == ["x.json"]
+    for bad in ("../escape", "a/../b", ".hidden", "a//b", "/absolute"):
+        with pytest.raises(ValueError, match="not a valid object name"):
+            repository.store_object(bad, b"")
+
+
+def test_a_deletion_recorded_by_a_run_that_stopped_before_the_unlink_is_finished_once(tmp_path, logs_policy):
+    policy = logs_policy()
+    directory = tmp_path / "application_logs"
+    old = make_archive(directory, archive_name("api.log", timedelta(days=40)), b"old\n", timedelta(days=40))
+    (directory / "api.log").write_text("line\n")
+    # The first run opens the chain (enrolling the old archive) and deletes it; rebuild the state of a run that
+    # recorded the deletion and stopped before the unlink.
+    book = chain.ChainBook(SIGNER, NOW)
+    book.chain(directory, "application_logs").open(
+        host="default", pattern="*.log", at=NOW, enrolled=[(old, chain.sha256_of(old), old.stat().st_mtime)]
+    )
+    book.record_deletions([(old, "older than the retention of 30 days")])
+    assert chain.verify(directory, "application_logs", chain.verify_key(CHAIN_PUBLIC_KEY)) == []
+
+    report = run(policy, "application_logs")
+
+    assert not old.exists() and report.archives_deleted == 1 and report.chain_problems == []
+    deletes = [entry for entry in chain_entries(directory, "application_logs") if entry["kind"] == "delete"]
+    assert [entry["name"] for entry in deletes] == [old.name]

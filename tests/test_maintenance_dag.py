@@ -1,7 +1,9 @@
 """The db_maintenance DAG run whole with dag.test() against the harness's PostgreSQL: the dry run changes nothing,
-and a full run keeps a concurrent trading writer's inserts fast on both table layouts."""
+and a full run never keeps a concurrent trading writer waiting on its locks, on both table layouts."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -20,8 +22,10 @@ from tests.support.maintenance import (  # noqa: F401 (db_fixture provides the `
 )
 
 ALL_TASKS = ["plan_maintenance", "create_partitions", "archive_market_data", "analyze_tables", "reindex_indexes"]
-# The bound asserted here, on a shared 2-core test machine; bench/maintenance.py measures the real number.
-WORST_INSERT_MS = 500
+# The longest a writer may wait for a lock that maintenance holds or queues for, as PostgreSQL itself measured the
+# wait. An insert's wall time also counts a busy 2-core machine (636 ms once in CI, with no lock wait), so it is only
+# printed here; bench/maintenance.py measures the insert latency against a baseline.
+WORST_LOCK_WAIT_MS = 500
 
 
 def run_dag(conf: dict) -> tuple[dict, dict]:
@@ -104,6 +108,21 @@ def test_a_dry_run_plans_and_checks_every_step_and_changes_nothing(airflow_db, d
     assert catalog(db) == relations, "no relation created, dropped, rewritten or analyzed"
 
 
+def test_the_writer_probe_reports_a_wait_for_a_lock_as_the_server_measured_it(pg_cluster, db):
+    writer = InsertProbe(pg_cluster.conninfo(db.info.dbname), DEMO_END)
+    writer.start()
+    wait_for(lambda: len(writer.ids) > 10, what="the writer to start inserting")
+    try:
+        with db.transaction():
+            db.execute("LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
+            time.sleep(0.8)
+        wait_for(lambda: len(writer.ids) > 20, what="the writer to insert again")
+    finally:
+        writer.stop()
+    waits = writer.lock_waits_ms(pg_cluster.log_file)
+    assert len(waits) == 1 and 600 < waits[0] < WORST_LOCK_WAIT_MS * 10, waits
+
+
 @pytest.mark.parametrize("layout", ["unpartitioned", "partitioned"])
 def test_a_full_run_archives_analyzes_reindexes_and_never_blocks_a_writer(
     pg_cluster, airflow_db, db, make_policy, layout
@@ -140,5 +159,8 @@ def test_a_full_run_archives_analyzes_reindexes_and_never_blocks_a_writer(
     assert set(values["analyze_tables"]["tables"]) >= {"public.market_data", "public.market_data_archive"}
     rebuilt = {entry["index"] for entry in values["reindex_indexes"]["rebuilt"]}
     assert {f"public.{name}" for name in indexes} <= rebuilt
-    print(f"\n{layout}: {len(writer.ids)} inserts during the run, worst {writer.worst_ms:.1f} ms")
-    assert writer.worst_ms < WORST_INSERT_MS
+    lock_waits = writer.lock_waits_ms(pg_cluster.log_file)
+    print(
+        f"\n{layout}: {len(writer.ids)} inserts during the run, worst {writer.worst_ms:.1f} ms, lock waits {lock_waits}"
+    )
+    assert all(wait < WORST_LOCK_WAIT_MS for wait in lock_waits), lock_waits

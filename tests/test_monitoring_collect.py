@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from datetime import timedelta
 
@@ -14,9 +16,9 @@ from trading_ops.monitoring import collect
 from trading_ops.policy import HOST_METRICS, POSTGRES_METRICS, load_policy
 
 
-def test_host_metrics_come_from_this_host(tmp_path):
+def test_psutil_host_metrics_come_from_this_host_and_say_so(tmp_path):
     missing = tmp_path / "not-created-yet" / "backups"
-    metrics = collect.collect_host_metrics({"data": str(tmp_path), "backup": str(missing)})
+    metrics = collect.collect_psutil_host_metrics({"data": str(tmp_path), "backup": str(missing)})
 
     assert set(metrics) == {
         "cpu_usage_percent",
@@ -24,11 +26,14 @@ def test_host_metrics_come_from_this_host(tmp_path):
         "disk_usage_percent.data",
         "disk_usage_percent.backup",
     }
-    assert 0 <= metrics["cpu_usage_percent"] <= 100
-    assert metrics["memory_usage_percent"] == pytest.approx(psutil.virtual_memory().percent, abs=5)
-    assert metrics["disk_usage_percent.data"] == pytest.approx(psutil.disk_usage(str(tmp_path)).percent, abs=1)
+    this_host = f'instance="{socket.gethostname()}",source="psutil"'
+    assert all(list(series) == [this_host] for series in metrics.values()), "one series, labelled as this worker's"
+    assert 0 <= metrics["cpu_usage_percent"][this_host] <= 100
+    assert metrics["memory_usage_percent"][this_host] == pytest.approx(psutil.virtual_memory().percent, abs=5)
+    data = metrics["disk_usage_percent.data"][this_host]
+    assert data == pytest.approx(psutil.disk_usage(str(tmp_path)).percent, abs=1)
     # A folder that does not exist yet is measured on the volume that will hold it.
-    assert metrics["disk_usage_percent.backup"] == pytest.approx(metrics["disk_usage_percent.data"], abs=1)
+    assert metrics["disk_usage_percent.backup"][this_host] == pytest.approx(data, abs=1)
 
 
 def test_postgres_metrics_come_from_the_real_server(pg_cluster, fresh_db):
@@ -59,7 +64,9 @@ def test_replication_lag_does_not_grow_while_the_primary_is_idle(pg_cluster, mon
     import subprocess
 
     from tests.support.harness import RUN_DIR
-    from trading_ops.dev.localpg import LocalCluster, _as_server_user, _give_to_server_user
+    from trading_ops.dev.localpg import LocalCluster
+    from trading_ops.pgserver import as_server_user as _as_server_user
+    from trading_ops.pgserver import give_to_server_user as _give_to_server_user
     from trading_ops.pgtools import server_bindir
 
     home = RUN_DIR / "replication"
@@ -119,7 +126,7 @@ def test_an_unreachable_postgres_is_measured_as_down(pg_cluster, monkeypatch, ca
 
 
 def test_collectors_measure_exactly_the_metrics_rules_may_watch(tmp_path, fresh_db):
-    host = collect.collect_host_metrics({"data": str(tmp_path)})
+    host = collect.collect_psutil_host_metrics({"data": str(tmp_path)})
     postgres = collect.collect_postgres_metrics("trading_db")
     informational = {"pg_wal_archive_last_failed_wal", "pg_wal_archive_last_failed_time"}
     assert set(host) == {*HOST_METRICS, "disk_usage_percent.data"}
@@ -149,8 +156,9 @@ def test_application_metrics_are_queried_at_the_runs_time(prometheus):
     metrics = collect.collect_application_metrics("prometheus", queries, minutes(5), timedelta(seconds=5))
 
     assert metrics == {
+        "prometheus_up": 1.0,
         "api_latency_p95_ms": 420.0,
-        "api_latency_p99_ms": None,  # no data: the rule keeps its state
+        "api_latency_p99_ms": None,  # no data
         "error_rate_percent": 2.5,
         "request_rate_per_second": 850.0,
     }
@@ -161,9 +169,60 @@ def test_application_metrics_are_queried_at_the_runs_time(prometheus):
     assert {r.headers["Authorization"] for r in prometheus_fake.requests} == {"Basic Z3JhZmFuYS1yZWFkZXI6czNjcmV0"}
 
 
-def test_a_prometheus_error_names_the_query(prometheus):
-    with pytest.raises(collect.MonitoringError, match=r"refused the error_rate_percent query: bad_data"):
-        collect.collect_application_metrics("prometheus", {"error_rate_percent": ""}, T0, timedelta(seconds=5))
+def test_a_prometheus_that_refuses_or_is_down_is_measured_as_down(prometheus, caplog):
+    queries = {"error_rate_percent": "sum(rate(x[5m]))"}
+    prometheus.error = (503, "unavailable", "TSDB not ready")
+    down = collect.collect_application_metrics("prometheus", queries, T0, timedelta(seconds=5))
+    assert down == {
+        "prometheus_up": 0.0,
+        "prometheus_error": (
+            f"http://127.0.0.1:{prometheus.port}/api/v1/query refused the error_rate_percent query (HTTP 503): "
+            "unavailable: TSDB not ready."
+        ),
+    }
+
+    from trading_ops.dev.localpg import free_port
+
+    closed = {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "schema": "http"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_CONN_PROMETHEUS", json.dumps(closed))
+        unreachable = collect.collect_application_metrics("prometheus", queries, T0, timedelta(seconds=5))
+    assert unreachable["prometheus_up"] == 0.0
+    assert "did not answer the error_rate_percent query" in unreachable["prometheus_error"]
+
+    missing = collect.collect_application_metrics("no_such_prometheus", queries, T0, timedelta(seconds=5))
+    assert missing["prometheus_error"].startswith("the Prometheus connection 'no_such_prometheus' cannot be used")
+    assert "Prometheus (no_such_prometheus) is unavailable" in caplog.text
+
+
+def test_node_exporter_host_metrics_come_one_series_per_instance(prometheus, make_policy):
+    make_policy({"monitoring.sources.host_metrics": "prometheus"})
+    sources = load_policy().monitoring.sources
+    queries = collect.host_queries(sources)
+    assert set(queries) == {
+        "cpu_usage_percent",
+        "memory_usage_percent",
+        *(f"disk_usage_percent.{d}" for d in sources.disk_paths),
+    }
+    assert f'mountpoint="{sources.disk_paths["data"]}"' in queries["disk_usage_percent.data"]
+    prometheus.values.update(
+        {
+            queries["cpu_usage_percent"]: {"db-1:9100": 91.5, "api-1:9100": 20.0},
+            queries["memory_usage_percent"]: {"db-1:9100": 60.0},
+            queries["disk_usage_percent.data"]: {"db-1:9100": float("nan")},
+        }
+    )
+
+    metrics = collect.collect_host_metrics(sources, minutes(5))
+
+    assert metrics == {
+        "prometheus_up": 1.0,
+        "cpu_usage_percent": {'instance="api-1:9100",job="node"': 20.0, 'instance="db-1:9100",job="node"': 91.5},
+        "memory_usage_percent": {'instance="db-1:9100",job="node"': 60.0},
+        "disk_usage_percent.data": {},
+        "disk_usage_percent.backup": {},
+    }
+    assert prometheus.queried_times() == [minutes(5).timestamp()] * len(queries)
 
 
 def test_a_query_answering_several_series_fails_instead_of_picking_one(prometheus):

@@ -23,8 +23,27 @@ def test_the_plugin_scan_finds_no_file_of_the_package(syntax):
 
 
 def test_after_the_plugin_manager_ran_no_bare_module_of_the_package_is_loaded():
+    """Only the real plugin beside the package loads (plugins/ops_page.py, the Ops page), without an error."""
     bare, errors = load_plugins(PLUGINS)
-    assert bare == {} and errors == {}
+    assert bare == {"ops_page": str(PLUGINS / "ops_page.py")} and errors == {}
+
+
+def test_the_plugin_manager_finds_the_ops_page_and_its_navigation_entry():
+    from airflow import plugins_manager
+
+    plugins_manager.ensure_plugins_loaded()
+    apps, _ = plugins_manager.get_fastapi_plugins()
+    assert [(app["name"], app["url_prefix"]) for app in apps] == [("Trading ops", "/trading-ops")]
+    [info] = plugins_manager.get_plugin_info(["external_views"])
+    assert info["external_views"] == [
+        {
+            "name": "Trading ops",
+            "href": "/trading-ops/",
+            "destination": "nav",
+            "url_route": "trading-ops",
+            "nav_top_level": True,
+        }
+    ]
 
 
 def test_without_the_ignore_rule_the_package_would_load_as_bare_clashing_modules(tmp_path):

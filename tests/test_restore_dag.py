@@ -74,7 +74,7 @@ def _real(fresh_db: str, **extra) -> dict:
 
 
 def test_restore_brings_back_the_backup_and_the_service(
-    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, alert_fakes
+    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, alert_fakes, second_person_approves
 ):
     expected = _snapshot(pg_cluster.conninfo(fresh_db))
     with psycopg.connect(pg_cluster.conninfo(fresh_db), autocommit=True) as conn:
@@ -101,7 +101,111 @@ def test_restore_brings_back_the_backup_and_the_service(
     assert notice["channel"] == "#alerts-info"
     assert f"{fresh_db} restored from backup {verified_backup.id} (swap)" in notice["text"]
     assert pagerduty.events() == []
+    asked = second_person_approves.request
+    assert asked["subject"] == f"Approve a live restore of {fresh_db} from backup {verified_backup.id}"
+    assert asked["options"] == ["Approve", "Reject"] and asked["defaults"] is None
+    assert [user["id"] for user in asked["assigned_users"]] == ["admin", "approver"]
+    for shown in (
+        f"**Backup:** {verified_backup.id}",
+        "**Recovery target:** the full backup's dump",
+        "**Mode:** swap",
+        f"`{fresh_db}` is swapped out: renamed to `{retired}` (kept for rollback)",
+        "Approve only if you are not dag_test",
+        "trading/trading-api: 3 replicas now; scaled back to 3",
+    ):
+        assert shown in asked["body"], shown
+    assert (
+        run.get_task_instance("approve_live_restore").xcom_pull(task_ids="approve_live_restore")["approved_by"]
+        == "approver"
+    )
     pg_cluster.drop_database(retired)
+
+
+@pytest.mark.parametrize(
+    ("answer", "policy_changes", "sentence"),
+    [
+        (
+            {"answer": "Approve", "user": "dag_test"},
+            {},
+            "dag_test triggered this run and answered its approval: a live restore needs a second person",
+        ),
+        ({"answer": "Reject", "user": "approver"}, {}, "approver rejected the live restore: nothing was changed"),
+        (
+            {"timeout_sweep": True},
+            {"restore.approval.timeout": "2s"},
+            "No approver answered within restore.approval.timeout (0:00:02)",
+        ),
+    ],
+    ids=["answered-by-the-triggering-user", "rejected", "timed-out"],
+)
+def test_a_live_restore_not_approved_by_a_second_person_changes_nothing(
+    restore_dag,
+    verified_backup,
+    fresh_db,
+    pg_cluster,
+    fake_trading_api,
+    alert_fakes,
+    make_policy,
+    tmp_path,
+    caplog,
+    answer,
+    policy_changes,
+    sentence,
+):
+    """The triggering user's own answer, a rejection, or no answer in time (the scheduler's own timeout sweep):
+    the run fails in the approval task, before anything is scaled; a notice, no page."""
+    from tests.support.hitl import Responder
+
+    make_policy({"backup.repository": str(tmp_path / "repository"), **policy_changes})
+    before = _snapshot(pg_cluster.conninfo(fresh_db))
+    databases = _databases(pg_cluster)
+
+    with Responder("db_restore", "approve_live_restore", **answer) as responder:
+        run, states = _run(restore_dag, _real(fresh_db))
+
+    assert responder.request is not None, "the approval was never asked"
+    assert run.state == "failed"
+    assert states["approve_live_restore"] == "failed"
+    assert _try_numbers(run)["approve_live_restore"] == 1, "refused at once, not asked again"
+    assert {states[t] for t in ("record_replicas", "scale_down_workload", "restore_database", "swap_databases")} == {
+        "upstream_failed"
+    }
+    assert states["scale_up_workload"] == "skipped"
+    assert sentence in caplog.text
+    assert fake_trading_api.scale_requests() == [] and not [r for r in fake_trading_api.requests if r.method != "GET"]
+    assert fake_trading_api.deployment.replica_history == [3]
+    assert _snapshot(pg_cluster.conninfo(fresh_db)) == before and _databases(pg_cluster) == databases
+    slack, pagerduty = alert_fakes
+    assert [message["channel"] for message in slack.messages()] == ["#alerts-info"]
+    assert sentence in slack.messages()[0]["text"]
+    assert pagerduty.requests == []
+
+
+def test_a_restore_of_a_service_that_is_down_scales_it_back_to_the_manuals_minimum(
+    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, alert_fakes, caplog, second_person_approves
+):
+    """The outage that caused the restore left trading-api at 0: it comes back at min_replicas (3), not at 0. The
+    HPA that manages it is named in the plan and only read."""
+    deployment = fake_trading_api.deployment
+    deployment.replicas, deployment.pods, deployment.replica_history = 0, [], [0]
+    fake_trading_api.add_autoscaler("trading", "trading-api", "trading-api", min_replicas=3, max_replicas=10)
+
+    run, states = _run(restore_dag, _real(fresh_db))
+
+    assert run.state == "success", states
+    assert fake_trading_api.scale_requests() == [0, 3]
+    assert deployment.replica_history == [0, 0, 3]
+    report = run.get_task_instance("report_restore").xcom_pull(task_ids="report_restore")
+    assert report["replicas_before"] == 0 and report["replicas_after"] == 3
+    assert [pod["ready"] for pod in report["pods"]] == ["1/1"] * 3
+    hpa = "HorizontalPodAutoscaler trading-api manages it (min 3, max 10): its bounds are left as they are"
+    assert hpa in caplog.text and hpa in second_person_approves.request["body"]
+    assert "0 replicas now; scaled back to 3 (not the 0 now: never below resources.autoscaling.min_replicas 3" in (
+        caplog.text
+    )
+    hpa_requests = [r for r in fake_trading_api.requests if "horizontalpodautoscalers" in r.path]
+    assert hpa_requests and {r.method for r in hpa_requests} == {"GET"}, "the HPA is read, never changed"
+    pg_cluster.drop_database(report["retired_database"])
 
 
 def _snapshot_or_none(conninfo: str):
@@ -132,7 +236,14 @@ def test_a_corrupted_backup_is_refused_before_anything_is_touched(
 
 
 def test_a_failed_restore_keeps_the_old_database_and_scales_back(
-    restore_dag, verified_backup, fresh_db, pg_cluster, fake_trading_api, monkeypatch, alert_fakes
+    restore_dag,
+    verified_backup,
+    fresh_db,
+    pg_cluster,
+    fake_trading_api,
+    monkeypatch,
+    alert_fakes,
+    second_person_approves,
 ):
     """pg_restore fails midway (its database is dropped under it): the live database and service are untouched."""
     from trading_ops.restore import database as steps
@@ -156,14 +267,21 @@ def test_a_failed_restore_keeps_the_old_database_and_scales_back(
     assert _snapshot(pg_cluster.conninfo(fresh_db)) == before
     assert not any(name.startswith(f"{fresh_db}_restore_") for name in _databases(pg_cluster))
     slack, pagerduty = alert_fakes
-    [page] = pagerduty.events()
+    page = pagerduty.only_page()
     assert page["event_action"] == "trigger" and page["payload"]["severity"] == "critical"
     assert page["payload"]["source"] == "db_restore.restore_database"
     assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]
 
 
 def test_a_copy_that_fails_verification_fails_at_once_pages_and_keeps_the_old_database(
-    declared_restore_dag, verified_backup, repository, fresh_db, pg_cluster, fake_trading_api, alert_fakes
+    declared_restore_dag,
+    verified_backup,
+    repository,
+    fresh_db,
+    pg_cluster,
+    fake_trading_api,
+    alert_fakes,
+    second_person_approves,
 ):
     """Damage is no user's mistake: an incident at the DAG's level, but not retried (a retry checks the same copy)."""
     from trading_ops.backup.repository import write_manifest
@@ -180,7 +298,7 @@ def test_a_copy_that_fails_verification_fails_at_once_pages_and_keeps_the_old_da
     assert _snapshot(pg_cluster.conninfo(fresh_db)) == before
     assert not any(name.startswith(f"{fresh_db}_restore_") for name in _databases(pg_cluster))
     slack, pagerduty = alert_fakes
-    [page] = pagerduty.events()
+    page = pagerduty.only_page()
     assert page["payload"]["source"] == "db_restore.verify_integrity" and page["payload"]["severity"] == "critical"
     assert "public.orders has" in page["payload"]["custom_details"]["error"]
     assert [message["channel"] for message in slack.messages()] == ["#alerts-critical"]

@@ -69,7 +69,7 @@ def daily_inputs(tmp_path, make_policy, monkeypatch):
 
 
 def test_daily_runs_record_findings_and_report_what_changed(
-    dags, airflow_db, fresh_db, pg_conn, daily_inputs, alert_fakes, caplog
+    dags, airflow_db, fresh_db, ops_conn, daily_inputs, alert_fakes, caplog
 ):
     slack, pagerduty = alert_fakes
     dag = dags["security_checks_daily"]
@@ -121,7 +121,7 @@ def test_daily_runs_record_findings_and_report_what_changed(
     }
     assert [item["subject"] for item in checks["vulnerability_scan"]["persisting"]] == ["jinja2 GHSA-q2x7-8rv6-6q7h"]
 
-    runs = pg_conn.execute(
+    runs = ops_conn.execute(
         "SELECT check_name, count(*) FROM ops.security_check_runs GROUP BY check_name ORDER BY check_name"
     ).fetchall()
     assert runs == [("auth_log_review", 2), ("failed_login_attempts", 2), ("vulnerability_scan", 2)]

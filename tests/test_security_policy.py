@@ -24,7 +24,7 @@ def test_shipped_security_policy():
     }
     assert security.ssh_second_factor_methods == ["keyboard-interactive"]
     assert security.requirement_files == ["requirements.txt"]
-    assert (security.findings_conn_id, security.findings_schema) == ("trading_db", "ops")
+    assert (security.findings_conn_id, security.findings_schema) == ("ops_state", "ops")
     assert security.waivers == [] and security.disabled_checks == {}
     assert all(target.host != "127.0.0.1" for target in security.penetration_test.targets)
 

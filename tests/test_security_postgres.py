@@ -186,7 +186,7 @@ def test_policy_review_reports_weak_postgres_sshd_and_airflow_settings(
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "")
     policy = reviewed({"security.policy_review.sshd_command": ["cat", str(DATA / "sshd-T-weak.txt")]})
     with (
-        settings(secure_cluster, ssl="off", password_encryption="md5", log_connections="off"),
+        settings(secure_cluster, ssl="off", password_encryption="md5", log_connections="off", archive_timeout="5min"),
         hba_rules(
             secure_cluster,
             "host all all 0.0.0.0/0 trust",
@@ -202,6 +202,7 @@ def test_policy_review_reports_weak_postgres_sshd_and_airflow_settings(
         "postgresql setting ssl": "critical",
         "postgresql setting password_encryption": "warning",
         "postgresql setting log_connections": "warning",
+        "postgresql archive_timeout": "warning",
         "pg_hba trust host all all 0.0.0.0": "critical",
         "pg_hba trust host all all 127.0.0.1": "warning",
         "pg_hba password host all etl 10.20.0.0": "warning",

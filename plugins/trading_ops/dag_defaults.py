@@ -27,6 +27,7 @@ TAGS = frozenset(
         "monthly",
         "frequent",
         "manual",
+        "incidents",
     }
 )
 

@@ -2,6 +2,10 @@
 
 Credentials come from the Airflow connection at run time; subprocesses (pg_dump, pg_restore, pg_basebackup) get
 them through libpq environment variables, so a password never appears in a command line or a log line.
+
+Every connection gives up after `CONNECT_TIMEOUT_SECONDS` when the server does not answer (libpq waits forever by
+default, so a down or unroutable server would hang a task until its execution_timeout); a connection's extra
+`connect_timeout` overrides it.
 """
 
 from __future__ import annotations
@@ -11,11 +15,20 @@ from contextlib import contextmanager
 
 import psycopg
 
+CONNECT_TIMEOUT_SECONDS = 10
+
 
 def _hook(conn_id: str, database: str | None):
+    import json
+
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    return PostgresHook(postgres_conn_id=conn_id, database=database, enable_log_db_messages=True)
+    hook = PostgresHook(postgres_conn_id=conn_id, database=database, enable_log_db_messages=True)
+    extra = hook.connection.extra_dejson or {}
+    if "connect_timeout" not in extra:
+        # The hook hands the connection's extra to psycopg as connection parameters.
+        hook.connection.extra = json.dumps({**extra, "connect_timeout": CONNECT_TIMEOUT_SECONDS})
+    return hook
 
 
 def connect(
@@ -49,6 +62,7 @@ def libpq_env(conn_id: str = "trading_db", *, database: str | None = None) -> di
         "PGUSER": conn.login or "postgres",
         "PGDATABASE": database or conn.schema or "postgres",
         "PGAPPNAME": "trading-ops",
+        "PGCONNECT_TIMEOUT": str((conn.extra_dejson or {}).get("connect_timeout", CONNECT_TIMEOUT_SECONDS)),
     }
     if conn.password:
         env["PGPASSWORD"] = conn.password

@@ -7,6 +7,13 @@ becomes `KubernetesUnavailable` with one sentence naming what could not be done.
 workload with it; the security checks read RBAC bindings and NetworkPolicies with it (`security.sources`).
 
 The hook has no scale helper, so scaling goes through the apps/v1 client: `PATCH .../deployments/NAME/scale`.
+Capacity review reads the Deployment, its HorizontalPodAutoscaler (autoscaling/v2) and its pods as the API's JSON
+(`read_deployment`, `read_hpa`, `pod_manifests`; None for an object that does not exist) and patches them
+(`patch_deployment`: strategic merge, so containers merge by name; `patch_hpa`: JSON merge patch, so the metrics
+list is replaced whole; `create_hpa`). Each patch names its type rather than rely on the client's guess from the
+body's Python type.
+`autoscaler(workload)` finds the HorizontalPodAutoscaler managing the deployment (read only: its bounds are never
+changed; with the deployment at 0 replicas Kubernetes pauses it, and scaling back resumes it).
 """
 
 from __future__ import annotations
@@ -105,6 +112,33 @@ def scale(workload: Workload, replicas: int) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Autoscaler:
+    """A HorizontalPodAutoscaler whose scale target is the workload's deployment."""
+
+    name: str
+    min_replicas: int
+    max_replicas: int
+
+    def __str__(self) -> str:
+        return f"HorizontalPodAutoscaler {self.name} (min {self.min_replicas}, max {self.max_replicas} replicas)"
+
+
+def autoscaler(workload: Workload) -> Autoscaler | None:
+    """The HPA (autoscaling/v2) that scales the workload's deployment, if one does; it is only read, never changed."""
+    hpas = call(
+        workload.conn_id,
+        f"list the HorizontalPodAutoscalers in namespace {workload.namespace}",
+        lambda api: _autoscaling(api).list_namespaced_horizontal_pod_autoscaler(workload.namespace),
+    )
+    for hpa in hpas.items:
+        target = hpa.spec.scale_target_ref
+        if target.kind == "Deployment" and target.name == workload.deployment:
+            # minReplicas defaults to 1 when the HPA omits it.
+            return Autoscaler(hpa.metadata.name, hpa.spec.min_replicas or 1, hpa.spec.max_replicas)
+    return None
+
+
 def ready_replicas(workload: Workload) -> int:
     deployment = call(
         workload.conn_id,
@@ -194,3 +228,92 @@ def wait_for_ready(workload: Workload, desired: int, timeout: timedelta, poll: f
     final = pods(workload)
     log.info("kubectl get pods -l %s\n%s", workload.label_selector, format_pods(final))
     return final
+
+
+# --- capacity: the Deployment, its HPA and pods as the API's JSON ------------------------------------------------
+
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _autoscaling(api):
+    from kubernetes import client
+
+    return client.AutoscalingV2Api(api)
+
+
+def _as_json(read: Callable) -> Callable:
+    """`read(api)` as the API's JSON (camelCase keys), None when the object does not exist."""
+    from kubernetes.client.exceptions import ApiException
+
+    def request(api):
+        try:
+            return api.sanitize_for_serialization(read(api))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    return request
+
+
+def read_deployment(workload: Workload) -> dict | None:
+    return call(
+        workload.conn_id,
+        f"read {workload}",
+        _as_json(lambda api: _apps(api).read_namespaced_deployment(workload.deployment, workload.namespace)),
+    )
+
+
+def read_hpa(workload: Workload, name: str) -> dict | None:
+    return call(
+        workload.conn_id,
+        f"read the HorizontalPodAutoscaler {workload.namespace}/{name}",
+        _as_json(lambda api: _autoscaling(api).read_namespaced_horizontal_pod_autoscaler(name, workload.namespace)),
+    )
+
+
+def pod_manifests(workload: Workload) -> list[dict]:
+    """The workload's pods (label selector) as the API's JSON, with their container statuses."""
+    from kubernetes import client
+
+    pod_list = call(
+        workload.conn_id,
+        f"list the pods {workload.label_selector} in namespace {workload.namespace}",
+        lambda api: api.sanitize_for_serialization(
+            client.CoreV1Api(api).list_namespaced_pod(workload.namespace, label_selector=workload.label_selector)
+        ),
+    )
+    return pod_list.get("items") or []
+
+
+def patch_deployment(workload: Workload, patch: dict) -> None:
+    log.info("Patching %s (strategic merge): %s", workload, patch)
+    call(
+        workload.conn_id,
+        f"patch {workload}",
+        lambda api: _apps(api).patch_namespaced_deployment(
+            workload.deployment, workload.namespace, patch, _content_type=STRATEGIC_MERGE_PATCH
+        ),
+    )
+
+
+def patch_hpa(workload: Workload, name: str, patch: dict) -> None:
+    log.info("Patching the HorizontalPodAutoscaler %s/%s (merge patch): %s", workload.namespace, name, patch)
+    call(
+        workload.conn_id,
+        f"patch the HorizontalPodAutoscaler {workload.namespace}/{name}",
+        lambda api: _autoscaling(api).patch_namespaced_horizontal_pod_autoscaler(
+            name, workload.namespace, patch, _content_type=MERGE_PATCH
+        ),
+    )
+
+
+def create_hpa(workload: Workload, manifest: dict) -> None:
+    name = manifest["metadata"]["name"]
+    log.info("Creating the HorizontalPodAutoscaler %s/%s: %s", workload.namespace, name, manifest)
+    call(
+        workload.conn_id,
+        f"create the HorizontalPodAutoscaler {workload.namespace}/{name}",
+        lambda api: _autoscaling(api).create_namespaced_horizontal_pod_autoscaler(workload.namespace, manifest),
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -119,7 +120,8 @@ class PostgresThresholds(Strict):
 
 
 # The metrics system_health's collectors measure, besides `disk_usage_percent.<disk_paths key>` and the
-# `prometheus_queries` keys; `alert_rules` may watch only these (tests keep the collectors to these names).
+# `prometheus_queries` keys; `alert_rules` may watch only these (tests keep the collectors to these names). Host
+# metrics come one series per host (labelled with its instance); the others are one value each.
 HOST_METRICS = ("cpu_usage_percent", "memory_usage_percent")
 POSTGRES_METRICS = (
     "pg_up",
@@ -133,13 +135,42 @@ POSTGRES_METRICS = (
     "pg_wal_archive_failing",
     "pg_database_size_bytes",
 )
+# Ages in seconds, measured by system_health's freshness collector from the backup repository and the WAL archive.
+FRESHNESS_METRICS = {
+    "full_backup": "backup_full_age_seconds",
+    "wal_bundle": "backup_wal_bundle_age_seconds",
+    "wal_segment": "wal_archive_age_seconds",
+}
+# Age of the newest passed restore drill (ops.restore_drills), and per scheduled DAG how overdue its next successful
+# run is (one series per dag_id), both measured by the same collector.
+DRILL_AGE_METRIC = "restore_drill_age_seconds"
+# How long the oldest archived WAL file not yet in an object-store repository has waited (backup.wal_ship.offhost_lag).
+OFFHOST_LAG_METRIC = "wal_offhost_lag_seconds"
+DAG_RUN_OVERDUE_METRIC = "dag_run_overdue_seconds"
+# 1 when the source answered, 0 when it could not be reached: a source that is down is an alert, not a skip.
+SOURCE_UP_METRICS = {"postgres": "pg_up", "prometheus": "prometheus_up"}
+NoData = Literal["alert", "ok", "keep_state"]
+
+
+class HostQueries(Strict):
+    """PromQL over node-exporter's metrics, answering one series per host (`instance`)."""
+
+    cpu_usage_percent: str
+    memory_usage_percent: str
+    # $mountpoint is replaced by each disk_paths value.
+    disk_usage_percent: str = Field(pattern=r"\$mountpoint")
 
 
 class MetricSources(Strict):
+    # prometheus: node-exporter on every host of the platform, through prometheus_conn_id; psutil: only the Airflow
+    # worker that runs the task (a single-host setup), labelled source="psutil".
+    host_metrics: Literal["prometheus", "psutil"]
+    host_queries: HostQueries
+    # name -> the mount point of a volume (node-exporter's `mountpoint` label), or with psutil a directory on it.
     disk_paths: dict[str, str]
     database_conn_id: str
-    # An HTTP connection to a Prometheus-compatible query API; None: no application metrics.
-    prometheus_conn_id: str | None = None
+    # An HTTP connection to a Prometheus-compatible query API.
+    prometheus_conn_id: str
     prometheus_queries: dict[str, str] = {}
     prometheus_timeout: Duration
 
@@ -149,17 +180,62 @@ class MetricSources(Strict):
             *(f"disk_usage_percent.{name}" for name in self.disk_paths),
             *POSTGRES_METRICS,
             *self.prometheus_queries,
+            SOURCE_UP_METRICS["prometheus"],
+            *FRESHNESS_METRICS.values(),
+            DRILL_AGE_METRIC,
+            OFFHOST_LAG_METRIC,
+            DAG_RUN_OVERDUE_METRIC,
         ]
+
+
+class FreshnessLimit(Strict):
+    stale_after: Duration
+    severity: Severity
+
+
+class SeverityOnly(Strict):
+    severity: Severity
+
+
+class DagRunFreshness(Strict):
+    # A DAG is stale once the run due after its newest successful scheduled run has not succeeded this long after
+    # its fire time: the longest a run may take, waiting for a worker included.
+    slack: Duration
+    severity: Severity
+
+
+class Freshness(Strict):
+    """What system_health watches every run, so a paused or broken DAG cannot hide it."""
+
+    full_backup: FreshnessLimit
+    wal_bundle: FreshnessLimit
+    # The newest segment in backup.wal_archive_dir: how much a point-in-time recovery would lose (RPO).
+    wal_segment: FreshnessLimit
+    # The newest passed restore drill, older than restore.drill.max_age (watched once a drill is recorded).
+    restore_drill: SeverityOnly
+    # An archived WAL file not in the object-store repository after backup.wal_ship_within: losing the database host
+    # now would lose more trades than the policy allows (a repository on this host's disk is not watched).
+    wal_offhost: SeverityOnly
+    # Every DAG with a cron schedule (trading_ops.monitoring.dag_runs).
+    dag_runs: DagRunFreshness
 
 
 class Monitoring(Strict):
     threshold_for: Duration
+    # What a threshold does when its metric has no value (see AlertRule.no_data).
+    threshold_no_data: NoData
+    # keep_state keeps a rule's state through a gap in its data this long, then alerts as `alert` does.
+    keep_state_for: Duration
     # Critical thresholds page this PagerDuty service; None: thresholds go to Slack only and only alert_rules page.
     threshold_pagerduty_service: str | None = None
     system_health: SystemHealthThresholds
     application_metrics: ApplicationThresholds
     postgres: PostgresThresholds
     sources: MetricSources
+    freshness: Freshness
+    # The dead man's switch (trading_ops.monitoring.heartbeat): an HTTP connection holding the whole ping URL.
+    heartbeat_conn_id: str
+    heartbeat_timeout: Duration
 
 
 class AlertRule(Strict):
@@ -171,6 +247,9 @@ class AlertRule(Strict):
     severity: Severity
     slack_channels: list[str] = []
     pagerduty_service: str | None = None
+    # Without a value for the metric: alert (after `for`, "no data for <metric>", at the rule's severity), ok (the
+    # condition counts as clear: a firing rule resolves) or keep_state (as it was, for at most keep_state_for).
+    no_data: NoData = "alert"
 
 
 class IncidentLevel(Strict):
@@ -190,8 +269,15 @@ class Alerting(Strict):
     pagerduty_conn_id: str
     pagerduty_service: str
     group_window: Duration
+    # The ops state database (trading_ops.opsstate), apart from trading_db.
     state_conn_id: str
+    # Where the ops state lived before it had its own database: its `ops` tables are moved once. None: nowhere.
+    legacy_state_conn_id: str | None = None
     delivery_timeout: Duration
+    # PagerDuty requests retried after a network error, a 5xx or a 429 (at least once: the client's own 429
+    # handling would otherwise retry without end), the first wait doubling each time.
+    delivery_retries: int = Field(ge=1, le=5)
+    delivery_retry_wait: Duration
     error_lines: int = Field(ge=1)
     airflow_base_url: str
     default_level: IncidentLevelName
@@ -253,6 +339,21 @@ class StaleAfter(Strict):
     incremental: Duration
 
 
+class RecoveryPoint(Strict):
+    # The most committed work a disaster may cost; archive_timeout makes PostgreSQL close (and archive) a segment
+    # at least that often, so it must not be longer than the target.
+    target: Duration
+    archive_timeout: Duration
+
+    @model_validator(mode="after")
+    def _archive_timeout_gives_the_target(self):
+        if self.archive_timeout > self.target:
+            raise ValueError(
+                f"backup.rpo.archive_timeout {self.archive_timeout} is longer than the RPO target {self.target}"
+            )
+        return self
+
+
 class Backup(Strict):
     conn_id: str
     repository: str
@@ -266,6 +367,49 @@ class Backup(Strict):
     stale_after: StaleAfter
     archive_wait: Duration
     abandoned_partial_after: Duration
+    rpo: RecoveryPoint
+    # The `aws` connection of an object-storage repository (credentials, endpoint_url and region_name in extra).
+    repository_conn_id: str = "aws_backup"
+    # Archived WAL reaches an object-storage repository within this long (the off-host recovery point).
+    wal_ship_within: Duration = timedelta(minutes=5)
+    multipart_chunk: ByteSize = 64 * 1024 * 1024
+
+
+class ServerFreeSpace(Strict):
+    # PromQL answering the bytes free on the database server's data volume (node_exporter's
+    # node_filesystem_avail_bytes), asked through monitoring.sources.prometheus_conn_id.
+    prometheus_query: str | None = None
+    # The bytes the deployment keeps free there for a staging copy, used when no metric answers; null: unknown.
+    known_free: ByteSize | None = None
+
+
+class RestoreDrill(Strict):
+    """db_restore_drill: the weekly proof that the newest full backup and its WAL restore."""
+
+    # No drill passed for longer than this: an alert (a backup nobody has restored is not known to restore).
+    max_age: Duration
+    # A drill slower than this alerts: the restore it rehearses must fit inside the P1 resolution time.
+    rto_budget: Duration
+    # How long marking the recovery target may wait for the SHARE locks on the live tables (it never queues the
+    # trading writers behind it for longer).
+    lock_timeout: Duration
+    # How long the drill waits for a first usable full backup when there is none (db_backup_full's run still going).
+    backup_wait: Duration
+
+
+class RestoreApproval(Strict):
+    required: bool
+    # Airflow user ids (the auth manager's `get_id()`) who may approve a live restore; never the run's own trigger.
+    approvers: list[str]
+    timeout: Duration
+
+    @model_validator(mode="after")
+    def _someone_can_approve(self) -> RestoreApproval:
+        if self.required and not self.approvers:
+            raise ValueError("approvers is empty while required is true: name the Airflow users who may approve")
+        if len(set(self.approvers)) != len(self.approvers):
+            raise ValueError("approvers lists a user twice")
+        return self
 
 
 class Restore(Strict):
@@ -274,6 +418,11 @@ class Restore(Strict):
     scale_down_timeout: Duration
     scale_up_timeout: Duration
     connection_drain_timeout: Duration
+    # How long a point-in-time recovery instance may take to replay to its target.
+    recovery_timeout: Duration
+    server_free_space: ServerFreeSpace = ServerFreeSpace()
+    drill: RestoreDrill
+    approval: RestoreApproval
 
 
 class LogPath(Strict):
@@ -284,6 +433,9 @@ class LogPath(Strict):
     reopen_command: str | None = None
     pidfile: str | None = None
     reopen_signal: Literal["HUP", "USR1", "USR2"] = "HUP"
+    # The host the directory lives on; its rotation task runs on the Celery queue of that name ("default": the
+    # default queue, so a single-host setup needs nothing here).
+    host: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
     @model_validator(mode="after")
     def _reopen_fits_method(self) -> LogPath:
@@ -309,6 +461,12 @@ class LogClass(Strict):
     paths: list[LogPath] = Field(min_length=1)
 
 
+class LogChain(Strict):
+    # Ed25519: the connection's password holds the private key; the public key (base64, 32 bytes) verifies.
+    signing_key_conn_id: str
+    public_key: str
+
+
 class Logs(Strict):
     classes: dict[str, LogClass] = Field(min_length=1)
     rotate_after: Duration
@@ -318,6 +476,7 @@ class Logs(Strict):
     encryption_key_conn_id: str
     alert_at_cap_fraction: float = Field(gt=0, le=1)
     reopen_timeout: Duration
+    chain: LogChain
 
 
 class SshAccess(Strict):
@@ -490,7 +649,8 @@ class AccessAudit(Strict):
 class Security(Strict):
     access_control: AccessControl
     findings_conn_id: str
-    findings_schema: str
+    # The ops state database's schema, which its migrations create (trading_ops.opsstate).
+    findings_schema: Literal["ops"]
     # The PostgreSQL server whose settings, pg_hba rules, roles and grants are reviewed.
     postgres_conn_id: str
     waivers: list[Waiver] = []
@@ -520,27 +680,105 @@ class Security(Strict):
         return self
 
 
+_QUANTITY_SUFFIXES = {
+    "": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def parse_quantity(value: object) -> Decimal:
+    """A Kubernetes resource quantity ("500m", "2Gi", "1.5", "1e3") as a number: CPUs or bytes."""
+    match = re.fullmatch(
+        r"([+-]?\d+(?:\.\d*)?|[+-]?\.\d+)(?:([eE][+-]?\d+)|(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?)", str(value)
+    )
+    if not match:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity like 500m, 1, 2Gi or 512Mi")
+    number = Decimal(match[1] + (match[2] or ""))
+    return number * _QUANTITY_SUFFIXES[match[3] or ""]
+
+
+def _quantity(value: object) -> str:
+    parse_quantity(value)
+    return str(value)
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+ConnId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class CacheEntry(Strict):
     ttl: Duration
     max_size: ByteSize
     eviction: Literal["LRU", "LFU", "FIFO"]
+    # The Redis server holding this cache: an Airflow connection (type redis: host, port, password, extra {"db": 0,
+    # "ssl": true}); the capacity review checks and sets its maxmemory and maxmemory-policy.
+    redis_conn_id: ConnId
+    # The cache's keys start with this; the TTL sample scans only them. Empty: every key of the database.
+    key_prefix: str = ""
+
+    @field_validator("ttl")
+    @classmethod
+    def _expires(cls, ttl: timedelta) -> timedelta:
+        if ttl <= timedelta(0):
+            raise ValueError("must be longer than 0s: a cache entry without expiry is not what the manual sets")
+        return ttl
+
+    @field_validator("max_size")
+    @classmethod
+    def _bounded(cls, size: int) -> int:
+        if size <= 0:
+            raise ValueError("must be above 0 (Redis reads maxmemory 0 as no limit at all)")
+        return size
+
+
+def _one_server_per_cache(caches: dict[str, CacheEntry]) -> dict[str, CacheEntry]:
+    # maxmemory and maxmemory-policy belong to a whole Redis server: two caches on one server cannot both get theirs.
+    owners: dict[str, str] = {}
+    for name, entry in caches.items():
+        if entry.redis_conn_id in owners:
+            raise ValueError(
+                f"{owners[entry.redis_conn_id]} and {name} share the Redis connection {entry.redis_conn_id}, but "
+                "maxmemory and maxmemory-policy are per server: give each cache its own Redis server"
+            )
+        owners[entry.redis_conn_id] = name
+    return caches
+
+
+def _whole_percent(value: float) -> float:
+    if value != int(value) or value <= 0:
+        raise ValueError("must be a whole percentage above 0: the HPA's averageUtilization is an integer")
+    return value
 
 
 class Autoscaling(Strict):
-    cpu_target: Percent
-    memory_target: Percent
-    min_replicas: int = Field(ge=0)
+    cpu_target: Annotated[Percent, AfterValidator(_whole_percent)]
+    memory_target: Annotated[Percent, AfterValidator(_whole_percent)]
+    min_replicas: int = Field(ge=1)
     max_replicas: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must not be below min_replicas")
+        return self
 
 
 class PodResourceAmounts(Strict):
-    cpu: str
-    memory: str
+    cpu: Quantity
+    memory: Quantity
 
 
 class PodResources(Strict):
     requests: PodResourceAmounts
     limits: PodResourceAmounts
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> PodResources:
+        for resource in ("cpu", "memory"):
+            request, limit = getattr(self.requests, resource), getattr(self.limits, resource)
+            if parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(f"requests.{resource} {request} is above limits.{resource} {limit}")
+        return self
 
 
 class Resources(Strict):
@@ -548,11 +786,58 @@ class Resources(Strict):
     pod_resources: PodResources
 
 
+class Capacity(Strict):
+    """What capacity_review needs besides the manual's numbers (cache, resources) and the workload (kubernetes)."""
+
+    # The HorizontalPodAutoscaler of kubernetes.deployment, and the Deployment's container that pod_resources sets.
+    hpa: str
+    container: str
+    # The HPA at maxReplicas for longer than this is out of room (a warning).
+    at_max_replicas_for: Duration
+    # OOM kills and evictions that ended inside this window before the run are reported.
+    pod_events_window: Duration
+    # Keys read per cache (SCAN under the key prefix, then PTTL each), and SCAN calls at most.
+    ttl_sample_keys: int = Field(ge=1, le=10_000)
+    max_scan_calls: int = Field(ge=1)
+    redis_timeout: Duration
+    # Deliberate differences: findings of `check` with this `subject` are recorded as waived, not alerted.
+    waivers: list[Waiver] = []
+    # Reviews that cannot run where this policy is used (a developer machine has no Kubernetes), with what each
+    # needs: their task is skipped with that sentence. Never in production, where an unreadable source must fail.
+    disabled_reviews: dict[Literal["workload", "caches"], Annotated[str, Field(min_length=1)]] = {}
+
+
+# incident_response asks one acknowledge step per role of a chain, then the whole chain: a DAG file cannot read
+# the policy while parsing, so the number of steps is this constant and a longer chain is refused here.
+MAX_ESCALATION_ROLES = 4
+
+
+class Incidents(Strict):
+    """Incidents (trading_ops.incidents): who the escalation chains' roles are, and how often a status is due."""
+
+    # Role of incident_levels.*.escalation -> Airflow user ids (the auth manager's `get_id()`) asked at that step.
+    roles: dict[str, Annotated[list[str], Field(min_length=1)]] = Field(min_length=1)
+    # The owner is asked for a status report this often until the incident is resolved (or at the time the last
+    # report named).
+    status_report_every: Duration
+
+
 class KubernetesWorkload(Strict):
     conn_id: str
     namespace: str
     deployment: str
     label_selector: str = Field(pattern=r"^[\w./-]+=[\w.-]+$")
+
+
+class OpsPage(Strict):
+    """The Ops page in the Airflow UI (the ops_page plugin): how much history it shows."""
+
+    # Restore drills listed (and drawn in the RTO trend), newest first.
+    drills_shown: int = Field(ge=1, le=200)
+    # Runs per security or capacity check whose new / persisting / resolved / waived counts are shown.
+    check_runs_shown: int = Field(ge=1, le=50)
+    # A waiver that expires within this is listed as expiring soon: its finding will alert again.
+    waiver_expiry_warning: Duration
 
 
 class Policy(Strict):
@@ -567,15 +852,30 @@ class Policy(Strict):
     restore: Restore
     logs: Logs
     security: Security
-    cache: dict[str, CacheEntry]
+    cache: Annotated[dict[str, CacheEntry], AfterValidator(_one_server_per_cache)]
     resources: Resources
     kubernetes: KubernetesWorkload
+    capacity: Capacity
+    incidents: Incidents
+    ops_page: OpsPage
 
     @model_validator(mode="after")
     def _every_level_defined(self) -> Policy:
         missing = {"P1", "P2", "P3"} - set(self.incident_levels)
         if missing:
             raise ValueError(f"incident_levels lacks {', '.join(sorted(missing))}")
+        return self
+
+    @model_validator(mode="after")
+    def _drill_budget_fits_p1(self) -> Policy:
+        # The drill rehearses the restore of a P1 incident: a budget the incident's resolution time cannot hold
+        # would let a too-slow restore pass as fine.
+        resolve = self.incident_levels["P1"].resolve_within
+        if self.restore.drill.rto_budget >= resolve:
+            raise ValueError(
+                f"restore.drill.rto_budget ({self.restore.drill.rto_budget}) must be shorter than the P1 "
+                f"resolve_within ({resolve}), which the whole incident must fit in"
+            )
         return self
 
     @model_validator(mode="after")
@@ -590,8 +890,54 @@ class Policy(Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _capacity_waivers_name_checks(self) -> Policy:
+        # A waiver naming no check would waive nothing, silently.
+        checks = capacity_checks(self)
+        for index, waiver in enumerate(self.capacity.waivers):
+            if waiver.check not in checks:
+                raise ValueError(
+                    f"capacity.waivers.{index} names the check {waiver.check!r}; the capacity checks are "
+                    f"{', '.join(checks)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _escalation_roles_mapped(self) -> Policy:
+        # An unmapped role would be an acknowledge step nobody can answer; a mapped role no chain names, a typo.
+        chained = set()
+        for name, level in self.incident_levels.items():
+            if len(level.escalation) > MAX_ESCALATION_ROLES:
+                raise ValueError(
+                    f"incident_levels.{name}.escalation has {len(level.escalation)} roles; incident_response asks "
+                    f"at most {MAX_ESCALATION_ROLES}"
+                )
+            for role in level.escalation:
+                if role not in self.incidents.roles:
+                    raise ValueError(
+                        f"incident_levels.{name}.escalation names {role!r}, which incidents.roles does not map to "
+                        "an Airflow user"
+                    )
+                chained.add(role)
+        unused = sorted(set(self.incidents.roles) - chained)
+        if unused:
+            raise ValueError(f"incidents.roles maps {', '.join(unused)}, which no escalation chain names")
+        return self
+
     def level_for_dag(self, dag_id: str) -> IncidentLevelName:
         return self.alerting.dag_levels.get(dag_id, self.alerting.default_level)
+
+
+WORKLOAD_CHECK = "capacity_workload"
+
+
+def cache_check(name: str) -> str:
+    """The findings history's check name of one cache's review."""
+    return f"capacity_cache_{name}"
+
+
+def capacity_checks(policy: Policy) -> list[str]:
+    return [WORKLOAD_CHECK, *(cache_check(name) for name in policy.cache)]
 
 
 def policy_path() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -12,6 +13,7 @@ from tests.fakes.kubernetes_api import group, user
 from tests.fakes.kubernetes_workload import TradingApiFake
 from tests.fakes.package_index import PackageIndexFake
 from tests.support.harness import ROOT, RUN_DIR, TEST_POLICY
+from tests.support.logs import SIGNING_SECRET
 from trading_ops.dev.standalone import AirflowStandalone
 
 SECURITY_DATA = ROOT / "tests" / "data" / "security"
@@ -76,12 +78,33 @@ def audit_log_identity():
 
 @pytest.fixture(scope="session")
 def e2e_service_env(
-    pg_cluster, slack_fake, pagerduty_fake, package_index, kubernetes_api, audit_log_identity
+    pg_cluster,
+    slack_fake,
+    pagerduty_fake,
+    package_index,
+    kubernetes_api,
+    audit_log_identity,
+    prometheus_fake,
+    heartbeat_fake,
+    redis_caches,
 ) -> dict[str, str]:
     """Connections of services the DAGs talk to besides trading_db (fakes on 127.0.0.1); extended per service.
     TRADING_OPS_POLICY here is the e2e Airflow's policy (the only place it is set)."""
     kubeconfig = kubernetes_api.write_kubeconfig(RUN_DIR / "e2e-kubeconfig", namespace="trading")
+    # A healthy trading-api as Prometheus sees it, and the ops state database beside trading_db.
+    from tests.support.monitoring import healthy_metrics
+    from trading_ops.policy import load_policy
+
+    policy = load_policy()
+    healthy = healthy_metrics(policy)
+    prometheus_fake.values.update(
+        {query: healthy[name] for name, query in policy.monitoring.sources.prometheus_queries.items()}
+    )
+    pg_cluster.create_database("trading_ops_e2e")
     return {
+        "AIRFLOW_CONN_PROMETHEUS": prometheus_fake.connection_json(),
+        "AIRFLOW_CONN_HEARTBEAT": heartbeat_fake.connection_json(),
+        "AIRFLOW_CONN_OPS_STATE": pg_cluster.uri("trading_ops_e2e"),
         "AIRFLOW_CONN_SLACK_ALERTS": slack_fake.connection_json(),
         "AIRFLOW_CONN_PAGERDUTY_EVENTS": pagerduty_fake.connection_json(),
         "AIRFLOW_CONN_KUBERNETES_DEFAULT": kubernetes_api.connection_json(kubeconfig, "trading"),
@@ -91,6 +114,10 @@ def e2e_service_env(
         "AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY": json.dumps(
             {"conn_type": "generic", "password": str(audit_log_identity.to_public())}
         ),
+        # The caches' redis-servers of the session (capacity_review).
+        **{key: value for key, value in os.environ.items() if key.startswith("AIRFLOW_CONN_REDIS_")},
+        # The private half of the test policy's logs.chain.public_key.
+        "AIRFLOW_CONN_AUDIT_LOG_SIGNING_KEY": json.dumps({"conn_type": "generic", "password": SIGNING_SECRET}),
     }
 
 

@@ -86,10 +86,13 @@ class TradingApiFake(KubernetesApiFake):
         self.deployment = deployment or FakeDeployment("trading", "trading-api", {"app": "trading-api"}, replicas=3)
         self.lock = threading.Lock()
         base = rf"{APPS}/namespaces/{self.deployment.namespace}/deployments/{self.deployment.name}"
+        # The simulated Deployment's routes come before the stored Deployments' of KubernetesApiFake.
+        stored_routes, self.routes = self.routes, []
         self.route("GET", f"{base}/scale")(lambda request: (200, self._scale_json()))
         self.route("PATCH", f"{base}/scale")(self._patch_scale)
         self.route("GET", base)(lambda request: (200, self._deployment_json()))
         self.route("GET", f"{base}/status")(lambda request: (200, self._deployment_json()))
+        self.routes += stored_routes
 
     def dispatch(self, request: Request) -> tuple[int, object]:
         with self.lock:

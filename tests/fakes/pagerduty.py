@@ -58,6 +58,15 @@ class FakePagerDuty(RecordingHttpServer):
     def events(self) -> list[dict]:
         return [request.json() for request in self.requests]
 
+    def only_page(self) -> dict:
+        """The one event every request carried. The client sends an event again, identical, when its answer was
+        lost or slow (two tests saw that on a busy CI machine); PagerDuty dedups such a repeat by its dedup_key,
+        so the same event twice is still one page, while any other second event fails the assertion."""
+        events = self.events()
+        assert events, "nothing was paged"
+        assert all(event == events[0] for event in events), f"more than one page: {events}"
+        return events[0]
+
     def reset(self) -> None:
         super().reset()
         self.incidents.clear()

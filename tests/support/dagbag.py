@@ -22,11 +22,16 @@ def project_dagbag():
     return DagBag(dag_folder=str(DAGS_DIR))
 
 
-def fresh_dag(dag_id: str):
-    """A private parse of one project DAG (its file is `<dag_id>.py`)."""
+def fresh_dag(dag_id: str, *, no_retries: bool = False):
+    """A private parse of one project DAG (its file is `<dag_id>.py`); `no_retries`: a failing task fails the run
+    at once (dag.test() would otherwise wait out each retry delay)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS_DIR / f"{dag_id}.py")).dags[dag_id]
+    dag = DagBag(dag_folder=str(DAGS_DIR / f"{dag_id}.py")).dags[dag_id]
+    if no_retries:
+        for task in dag.tasks:
+            task.retries = 0
+    return dag
 
 
 def run_dag(dag_id: str, conf: dict, logical_date=None) -> tuple[dict[str, str], dict]:

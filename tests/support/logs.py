@@ -8,7 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.harness import POLICY_ROOT
+from trading_ops.dev.local_policy import local_log_signing_key
+from trading_ops.logs.chain import signing_key, verify_key
+
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+# The pair write_local_policy made for the test policy: its public half is logs.chain.public_key there.
+SIGNING_SECRET, CHAIN_PUBLIC_KEY = local_log_signing_key(POLICY_ROOT)
+SIGNER = signing_key(SIGNING_SECRET, "audit_log_signing_key", verify_key(CHAIN_PUBLIC_KEY))
 CLASSES = ("application_logs", "system_logs", "audit_logs")
 
 
@@ -23,9 +30,15 @@ def tree(root: Path) -> dict[str, tuple]:
 
 
 def logs_cli(archive: Path, identity_file: Path) -> subprocess.CompletedProcess:
-    """`python -m trading_ops.logs <archive> -i <identity file>` in a fresh interpreter, as an operator runs it."""
+    """`python -m trading_ops logs extract <archive> -i <identity file>` in a fresh interpreter, as an operator
+    runs it."""
+    return trading_ops_cli("logs", "extract", str(archive), "-i", str(identity_file))
+
+
+def trading_ops_cli(*argv: str) -> subprocess.CompletedProcess:
+    """`python -m trading_ops <argv>` in a fresh interpreter (the test policy in its environment)."""
     return subprocess.run(
-        [sys.executable, "-m", "trading_ops.logs", str(archive), "-i", str(identity_file)],
+        [sys.executable, "-m", "trading_ops", *argv],
         capture_output=True,
         env={**os.environ, "PYTHONPATH": str(PLUGINS)},
         timeout=60,

@@ -1,1 +1,1 @@
-CREATE DATABASE {database} TEMPLATE template0;
+CREATE DATABASE {database} TEMPLATE template0{options};

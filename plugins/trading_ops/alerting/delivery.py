@@ -48,9 +48,15 @@ def _deliver(alert: Alert, policy: Policy, *, resolved: bool, grouped: int = 0) 
 
 
 def send_alert(alert: Alert) -> Delivery:
-    """Route an alert to its Slack channels (and PagerDuty for a paging level), unless grouped; never raises."""
+    """Record its incident (`trading_ops.incidents`), then route the alert to its Slack channels (and PagerDuty for
+    a paging level), unless grouped; never raises."""
+    from trading_ops.incidents.store import record_alert
+
     policy = load_policy()
-    sent, grouped, recorded = grouping.record_occurrence(alert, policy, alert.raised_at or datetime.now(UTC))
+    at = alert.raised_at or datetime.now(UTC)
+    # Before grouping: a repeat Slack does not hear about still joins the incident's timeline.
+    record_alert(alert, policy, at)
+    sent, grouped, recorded = grouping.record_occurrence(alert, policy, at)
     if not sent:
         log.warning(
             "%s alert %r from %s grouped: an identical one was sent less than %s ago",
@@ -67,7 +73,11 @@ def send_alert(alert: Alert) -> Delivery:
 
 
 def resolve_alert(alert: Alert) -> Delivery:
-    """Tell the alert's route that the condition cleared: a Slack note and a PagerDuty `resolve`; never raises."""
+    """Tell the alert's incident and route that the condition cleared: a Slack note and a PagerDuty `resolve`;
+    never raises."""
+    from trading_ops.incidents.store import record_resolution
+
     policy = load_policy()
+    record_resolution(alert, policy, alert.raised_at or datetime.now(UTC))
     grouping.forget_occurrences(alert, policy)
     return _deliver(alert, policy, resolved=True)

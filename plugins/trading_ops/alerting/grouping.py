@@ -1,4 +1,5 @@
-"""The grouping window of Slack notifications, in `ops.alert_groups` of `alerting.state_conn_id`.
+"""The grouping window of Slack notifications, in `ops.alert_groups` of the ops state database
+(`alerting.state_conn_id`, see `trading_ops.opsstate`).
 
 PagerDuty deduplicates on the dedup key; Slack has no such thing, so identical alerts (same dedup key, level, source
 and summary) inside `alerting.group_window` are counted, not re-sent. The state database may be the very reason of
@@ -23,12 +24,11 @@ def _group_key(alert: Alert) -> str:
 
 def record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool, int, bool]:
     """(send?, occurrences grouped into the previous notification, recorded?). Unreachable state: send, ungrouped."""
-    from trading_ops.db import connection
+    from trading_ops.opsstate import connection
     from trading_ops.sqlfiles import load_sql
 
     try:
         with connection(policy.alerting.state_conn_id) as conn:
-            conn.execute(load_sql("alerting/create_alert_groups.sql"))
             sent, grouped = conn.execute(
                 load_sql("alerting/record_alert_occurrence.sql"),
                 {
@@ -55,7 +55,7 @@ def record_occurrence(alert: Alert, policy: Policy, at: datetime) -> tuple[bool,
 
 def undo_occurrence(alert: Alert, policy: Policy) -> None:
     """The notification just recorded did not reach every destination: the next identical alert goes out."""
-    from trading_ops.db import connection
+    from trading_ops.opsstate import connection
     from trading_ops.sqlfiles import load_sql
 
     try:
@@ -74,12 +74,11 @@ def undo_occurrence(alert: Alert, policy: Policy) -> None:
 
 def forget_occurrences(alert: Alert, policy: Policy) -> None:
     """A resolved condition ends its grouping: the next occurrence is news."""
-    from trading_ops.db import connection
+    from trading_ops.opsstate import connection
     from trading_ops.sqlfiles import load_sql
 
     try:
         with connection(policy.alerting.state_conn_id) as conn:
-            conn.execute(load_sql("alerting/create_alert_groups.sql"))
             conn.execute(load_sql("alerting/delete_alert_groups.sql"), {"dedup_key": alert.key})
             conn.commit()
     except Exception:
@@ -90,16 +89,12 @@ def forget_occurrences(alert: Alert, policy: Policy) -> None:
 
 def is_open(alert: Alert, policy: Policy) -> bool:
     """Whether an alert with this dedup key was raised and not resolved: one indexed lookup."""
-    import psycopg
-
-    from trading_ops.db import connection
+    from trading_ops.opsstate import connection
     from trading_ops.sqlfiles import load_sql
 
     try:
         with connection(policy.alerting.state_conn_id, autocommit=True) as conn:
             return conn.execute(load_sql("alerting/select_open_alert.sql"), {"dedup_key": alert.key}).fetchone()[0]
-    except psycopg.errors.UndefinedTable:
-        return False  # no alert was ever raised here
     except Exception:
         log.warning(
             "Alert grouping state in %r is unavailable; %r is not resolved even if it was open",

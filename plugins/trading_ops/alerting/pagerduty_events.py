@@ -3,7 +3,11 @@
 `PagerdutyEventsHook` always posts to https://events.pagerduty.com and ignores the connection's host, which
 rules out PagerDuty's EU service region (events.eu.pagerduty.com) and any relay. This hook takes the host (and
 port) from the connection, and a CA file from its extra `ca_bundle` for a relay with a private certificate;
-everything else (event shape, validation, retries) is the provider's and the `pagerduty` client's.
+everything else (event shape, validation) is the provider's and the `pagerduty` client's.
+
+The client retries a 503 six times and a 429 without end, with waits that double from 3 s: long enough to eat a
+system_health run's timeout on one alert. Here each request gives up after `alerting.delivery_timeout` and is
+retried at most `alerting.delivery_retries` times, waiting `alerting.delivery_retry_wait`, doubled each time.
 """
 
 from __future__ import annotations
@@ -44,8 +48,12 @@ def pagerduty_event(alert: Alert, policy: Policy, service: str, action: str = "t
 
 
 def post_to_pagerduty(policy: Policy, event: dict) -> None:
+    alerting = policy.alerting
     hook = RegionalPagerdutyEventsHook(
-        policy.alerting.pagerduty_conn_id, timeout=policy.alerting.delivery_timeout.total_seconds()
+        alerting.pagerduty_conn_id,
+        timeout=alerting.delivery_timeout.total_seconds(),
+        retries=alerting.delivery_retries,
+        retry_wait=alerting.delivery_retry_wait.total_seconds(),
     )
     hook.send_event(**event)
 
@@ -59,19 +67,34 @@ def events_base_url(host: str | None, port: int | None) -> str | None:
 
 
 class RegionalPagerdutyEventsHook(PagerdutyEventsHook):
-    def __init__(self, pagerduty_events_conn_id: str, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        pagerduty_events_conn_id: str,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_wait: float | None = None,
+    ) -> None:
         conn = self.get_connection(pagerduty_events_conn_id)
         # The key handed over directly: the provider would read the connection a second time for it.
         super().__init__(integration_key=conn.password)
         self.base_url = events_base_url(conn.host, conn.port)
         self.ca_bundle = (conn.extra_dejson or {}).get("ca_bundle")
         self.timeout = timeout
+        self.retries = retries
+        self.retry_wait = retry_wait
 
     def events_client(self) -> pagerduty.EventsApiV2Client:
         tls = {"verify": ssl.create_default_context(cafile=self.ca_bundle)} if self.ca_bundle else {}
         client = pagerduty.EventsApiV2Client(self.integration_key, base_url=self.base_url, **tls)
         if self.timeout:
             client.timeout = self.timeout
+        if self.retries is not None:
+            client.max_network_attempts = client.max_http_attempts = self.retries
+            # Every status the client retries (5xx; 429, otherwise without limit) at most `retries` times.
+            client.retry = {status: self.retries for status in (*client.retry, 429)}
+        if self.retry_wait is not None:
+            # The client multiplies its timer by sleep_timer_base before each wait.
+            client.sleep_timer = self.retry_wait / client.sleep_timer_base
         return client
 
     def send_event(

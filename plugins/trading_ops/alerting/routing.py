@@ -28,6 +28,8 @@ class Alert:
     route: overrides the level's route (an alert rule names its own channels). raised_at: when the condition was
     seen (default: now); the grouping window is measured with it. incident: False for a notice of something a
     person must fix that is no incident (a user error): it goes to its level's Slack channels and never pages.
+    incident_id: the alert is about that incident (an escalation, a status report): it goes on the incident's
+    timeline instead of opening or joining one by its dedup key.
     """
 
     severity: str
@@ -39,6 +41,7 @@ class Alert:
     route: Route | None = None
     raised_at: datetime | None = None
     incident: bool = True
+    incident_id: int | None = None
 
     def __post_init__(self) -> None:
         # A mistyped severity must stop the caller where it is written, not vanish in routing later.

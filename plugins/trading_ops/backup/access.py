@@ -204,14 +204,27 @@ def verify_wal_bundle(backup: BackupInfo, key: EncryptionKey | None = None) -> s
     return f"{len(backup.manifest['files'])} WAL files decompress whole"
 
 
-def configure_recovery(data_dir: Path, archive_dir: Path, target_time: datetime | None = None) -> None:
-    """Make an extracted base backup recover from the WAL archive, up to `target_time` (else to the end) and
-    promote. Appended to postgresql.auto.conf, so these settings win over the ones the backup carries."""
-    settings = {"restore_command": f"cp {shlex.quote(str(archive_dir))}/%f %p"}
+def configure_recovery(
+    data_dir: Path,
+    archive_dir: Path | None = None,
+    target_time: datetime | None = None,
+    *,
+    restore_command: str | None = None,
+    target_name: str | None = None,
+) -> None:
+    """Make an extracted base backup recover, up to `target_time` or the restore point `target_name` (else to the
+    end) and promote. WAL comes from `restore_command`, by default a copy from `archive_dir`. Appended to
+    postgresql.auto.conf, so these settings win over the ones the backup carries."""
+    if restore_command is None:
+        restore_command = f"cp {shlex.quote(str(archive_dir))}/%f %p"
+    settings = {"restore_command": restore_command}
     if target_time is not None:
         # PostgreSQL's timestamp input takes neither the ISO "T" with "Z" suffix everywhere nor naive times.
         moment = target_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
         settings |= {"recovery_target_time": moment, "recovery_target_action": "promote"}
+    elif target_name is not None:
+        # Replay stops right after the first restore point record of that name (pg_create_restore_point).
+        settings |= {"recovery_target_name": target_name, "recovery_target_action": "promote"}
     with open(data_dir / "postgresql.auto.conf", "a") as conf:
         for name, value in settings.items():
             conf.write(f"{name} = '{value.replace(chr(39), chr(39) * 2)}'\n")

@@ -18,7 +18,7 @@ from trading_ops.backup.repository import (
 def list_backups(repository: Repository, backup_type: BackupType | None = None) -> list[BackupInfo]:
     """Every complete backup (type, time, size, verified, pinned), newest first."""
     types: tuple[BackupType, ...] = (backup_type,) if backup_type else ("full", "incremental")
-    backups = [repository.info(kind, backup_id) for kind in types for backup_id in repository.ids(kind)]
+    backups = [backup for kind in types for backup in repository.backups(kind)]
     return sorted(backups, key=lambda backup: (backup.start_time, backup.type == "full"), reverse=True)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from trading_ops import pgtools
-from trading_ops.backup.repository import BackupInfo, Repository, fsync_file, isoformat, write_manifest
+from trading_ops.backup.repository import BackupInfo, Repository, isoformat, open_upload, write_manifest
 from trading_ops.backup.wal_names import segment_name
 from trading_ops.streams import DEFAULT_COMPRESSION, Compression, EncryptionKey, StoredFile, write_stream
 
@@ -131,9 +131,8 @@ def stream_command(
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, **env})
         source = _Observed(process.stdout, observe) if observe else process.stdout
         try:
-            with (destination / relative_path).open("wb") as sink:
+            with open_upload(destination / relative_path) as sink:
                 stored = write_stream(source, sink, relative_path, compression, key)
-                fsync_file(sink)
         except BaseException:
             process.kill()
             process.wait()

@@ -31,8 +31,9 @@ from trading_ops.backup.repository import (
     incremental_backup_id,
     repository_from_policy,
 )
-from trading_ops.backup.retention import RetentionRules, apply_retention, plan_retention
+from trading_ops.backup.retention import RetentionRules, apply_retention, newest_drilled_backup, plan_retention
 from trading_ops.backup.wal import (
+    archived_names,
     archived_segments,
     archiver_status,
     bundle_segments,
@@ -43,6 +44,8 @@ from trading_ops.backup.wal import (
     segment_size_of,
     switch_and_wait,
 )
+from trading_ops.backup.wal_names import SEGMENT_RE
+from trading_ops.backup.wal_ship import ship_wal, shipped_names
 from trading_ops.policy import Policy, load_policy
 from trading_ops.streams import Compression
 
@@ -84,6 +87,12 @@ def _writes(repository: Repository, kind: BackupType, backup_id: str, names: lis
     """What writing backup `backup_id` with stored files `names` does, as plan lines."""
     if backup_id in repository.ids(kind):
         return [f"writes nothing: {backup_id} exists already and is returned unchanged"]
+    if not repository.local:
+        final = repository.backup_dir(kind, backup_id)
+        return [
+            *(f"uploads {final / name}" for name in [*names, MANIFEST]),
+            f"then uploads {final / MANIFEST_DIGEST}, which publishes the backup (object storage has no rename)",
+        ]
     partial = repository.type_dir(kind) / f"{PARTIAL_PREFIX}{backup_id}"
     return [
         *(f"writes {partial / name}" for name in [*names, MANIFEST, MANIFEST_DIGEST]),
@@ -135,7 +144,13 @@ def verify(backup_type: BackupType, backup_id: str) -> dict:
 
 def retention(moment: datetime, *, dry_run: bool) -> dict:
     s = settings()
-    plan = plan_retention(s.repository, s.archive_dir, RetentionRules.from_policy(s.policy.backup), moment)
+    plan = plan_retention(
+        s.repository,
+        s.archive_dir,
+        RetentionRules.from_policy(s.policy.backup),
+        moment,
+        last_drilled=newest_drilled_backup(s.policy),
+    )
     return {**apply_retention(plan, dry_run=dry_run).summary(), "dry_run": dry_run}
 
 
@@ -191,6 +206,18 @@ def switch_wal(*, dry_run: bool = False) -> dict:
     rpo_seconds = (
         round((datetime.now(UTC) - before.last_archived_time).total_seconds(), 3) if before.last_archived_time else None
     )
+    newest_age = _newest_segment_age(s.archive_dir)
+    rpo_target = s.policy.backup.rpo.target.total_seconds()
+    if newest_age is None:
+        log.warning("RPO: the WAL archive %s holds no segment at all", s.archive_dir)
+    else:
+        log.log(
+            logging.INFO if newest_age <= rpo_target else logging.WARNING,
+            "RPO: the newest archived segment is %.0f s old (target %.0f s, policy backup.rpo.target): %s",
+            newest_age,
+            rpo_target,
+            "within the target" if newest_age <= rpo_target else "OVER the target (is archive_timeout set?)",
+        )
     wait = s.policy.backup.archive_wait
     _log_plan(
         f"Switch the WAL segment of {conn_id}; wait up to {wait} for it in {s.archive_dir}", checks, [], dry_run=dry_run
@@ -210,10 +237,22 @@ def switch_wal(*, dry_run: bool = False) -> dict:
     return {
         "last_segment": last,
         "rpo_seconds": rpo_seconds,
+        "newest_segment_age_seconds": newest_age,
+        "rpo_target_seconds": rpo_target,
         "archiver": after.as_dict(),
         "segment_size": segment_size,
         "dry_run": dry_run,
     }
+
+
+def _newest_segment_age(archive_dir: Path) -> float | None:
+    """Seconds since the newest segment reached the archive (None: there is none), before this run switches."""
+    import os
+
+    times = [
+        entry.stat().st_mtime for entry in os.scandir(archive_dir) if entry.is_file() and SEGMENT_RE.match(entry.name)
+    ]
+    return round(datetime.now(UTC).timestamp() - max(times), 3) if times else None
 
 
 def wal_continuity(switched: dict) -> dict:
@@ -222,7 +261,9 @@ def wal_continuity(switched: dict) -> dict:
     segment_size, last = switched["segment_size"], switched["last_segment"]
     full = newest_full_with_base(s.repository)
     first = full.manifest["wal_start_segment"] if full else bundle_start(s.repository, s.archive_dir, segment_size)
-    checked = check_continuity(s.archive_dir, first, last, segment_size) if first and last else 0
+    # A segment the local archive lost (or never had) counts when it was shipped into the repository.
+    shipped = frozenset(shipped_names(s.repository))
+    checked = check_continuity(s.archive_dir, first, last, segment_size, shipped) if first and last else 0
     log.info("The WAL archive is continuous from %s to %s (%d segments).", first, last, checked)
     return {"first": first, "last": last, "segments_checked": checked, "since_full": full.id if full else None}
 
@@ -269,3 +310,38 @@ def wal_bundle(moment: datetime, switched: dict, *, dry_run: bool = False) -> st
         bundle.summary(),
     )
     return bundle.id
+
+
+def wal_ship(*, dry_run: bool = False) -> dict:
+    """Copy the archive's WAL files the object-storage repository lacks into its `wal/` (`wal_ship`); reports the
+    off-host delay (archived to shipped) of each, against `backup.wal_ship_within`."""
+    s = settings()
+    within = s.policy.backup.wal_ship_within
+    if s.repository.local:
+        log.info("The repository %s is a local directory: nothing leaves the host, nothing to ship.", s.repository.root)
+        return {"shipped": [], "skipped": "local repository", "dry_run": dry_run}
+    encryption = s.policy.backup.encryption
+    key, key_check = preflight.check_encryption_key(encryption.enabled, encryption.key_conn_id)
+    checks = [preflight.check_repository(s.repository), key_check]
+    _log_plan(f"Ship the WAL of {s.archive_dir} into {s.repository.root}/wal", checks, [], dry_run=dry_run)
+    if dry_run:
+        pending = sorted(archived_names(s.archive_dir) - shipped_names(s.repository))
+        log.info("DRY RUN, would ship %d WAL file(s): %s", len(pending), ", ".join(pending[:5]))
+        return {"shipped": [], "pending": pending, "dry_run": True}
+    shipped = ship_wal(s.repository, s.archive_dir, compression=s.compression, key=key)
+    now = datetime.now(UTC)
+    delays = {name: (now - _archived_at(s.archive_dir / name)).total_seconds() for name in shipped}
+    worst = max(delays.values(), default=0.0)
+    log.log(
+        logging.INFO if worst <= within.total_seconds() else logging.WARNING,
+        "Shipped %d WAL file(s); the longest off-host delay was %.1f s (backup.wal_ship_within %s)%s",
+        len(shipped),
+        worst,
+        within,
+        "" if worst <= within.total_seconds() else ": OVER the limit (a first run ships the backlog)",
+    )
+    return {"shipped": shipped, "worst_delay_seconds": round(worst, 3), "dry_run": False}
+
+
+def _archived_at(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)

@@ -108,10 +108,12 @@ def check_writable_directory(path: Path, what: str, *, must_exist: bool) -> str:
 def check_repository(repository: Repository) -> str:
     if is_local(repository.root):
         return check_writable_directory(repository.root, "backup repository", must_exist=False)
-    # Object storage grants writes by credentials no call can test without writing; reading the root proves the
-    # bucket is reachable with them.
-    repository.root.exists()
-    return f"the backup repository {repository.root} is reachable"
+    # Object storage grants writes by credentials no call can test without writing; listing the bucket proves it
+    # is reachable with them (wrong ones: one sentence naming the connection).
+    bucket = repository.root.path.split("/", 1)[0]
+    with repository.errors("listing its bucket"):
+        repository.root.fs.ls(bucket, refresh=True)
+    return f"the backup repository {repository.root} is reachable with connection {repository.conn_id}"
 
 
 def check_encryption_key(enabled: bool, key_conn_id: str) -> tuple[EncryptionKey | None, str]:

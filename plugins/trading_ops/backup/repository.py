@@ -6,11 +6,17 @@
 
 A backup directory is written under its `.partial-` name and renamed into place only after its manifest is
 complete and synced, so whatever is listed is whole. On object storage (`s3://...` through Airflow's
-`ObjectStoragePath`) a rename is a copy, so there the manifest, written last, is what makes a backup exist:
-the catalog lists only directories that hold one.
+`ObjectStoragePath`, credentials from the `aws` connection `backup.repository_conn_id`: `object_store`) there is
+no rename, so a backup is written under its final prefix: every file, then manifest.json, then manifest.sha256.
+A directory without both is not a backup to any reader (catalog, verify, restore, retention); the leftovers of a
+killed upload are `partials` that retention removes once their newest object is `backup.abandoned_partial_after`
+old.
 
 Next to the manifest (not in it, since they change after the backup is taken): `verified.json`, the result of the
 last verification, and `PINNED`, whose presence keeps the backup forever (its text says why).
+
+    <repository>/objects/<name>                       small named objects other jobs keep off their hosts
+                                                      (`store_object` / `read_object`; e.g. log chain heads)
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ MANIFEST_DIGEST = "manifest.sha256"
 VERIFIED = "verified.json"
 PINNED = "PINNED"
 PARTIAL_PREFIX = ".partial-"
+OBJECTS = "objects"
+# Slash-separated segments of letters, digits, `.`, `_` and `-`, none starting with a dot (no `..`, no hidden files).
+OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
 MANIFEST_FORMAT = 1
 
 
@@ -84,24 +93,41 @@ def is_local(path) -> bool:
     return isinstance(path, Path)
 
 
-def repository_path(location: str):
-    """A local `Path` for a directory or file:// URL; an `ObjectStoragePath` for s3://, gs://, ... URLs."""
+# The part size of multipart uploads when no policy says otherwise (`backup.multipart_chunk`).
+DEFAULT_CHUNK = 64 * 1024 * 1024
+DEFAULT_CONN_ID = "aws_backup"
+
+
+def repository_path(location: str, conn_id: str = DEFAULT_CONN_ID, chunk_size: int = DEFAULT_CHUNK):
+    """A local `Path` for a directory or file:// URL; a universal_pathlib `UPath` (the path class Airflow's
+    `ObjectStoragePath` wraps) on s3fs for s3:// URLs, authenticated by the `aws` connection `conn_id`.
+    ObjectStoragePath itself resolves its filesystem through the Amazon provider's registration, which this
+    deployment does not install; the connection's credentials go to s3fs directly instead."""
     if "://" not in location:
         return Path(location)
     if location.startswith("file://"):
         return Path(location.removeprefix("file://"))
-    from airflow.sdk import ObjectStoragePath
+    from upath import UPath
 
-    return ObjectStoragePath(location)
+    from trading_ops.backup.object_store import storage_options
+
+    if not location.startswith("s3://"):
+        raise UserError(f"Backup repository {location} is neither a local directory nor an s3:// URL.")
+    root = UPath(location.rstrip("/"), **storage_options(conn_id, chunk_size))
+    # Paths derived from the root share its filesystem only once the root has made it: without this, each one
+    # (skip_instance_cache) built its own S3 client, a few hundred milliseconds per file touched.
+    root.fs  # noqa: B018
+    return root
 
 
 def repository_from_policy(policy=None) -> Repository:
-    """The repository the policy names (`backup.repository`)."""
+    """The repository the policy names (`backup.repository`, `backup.repository_conn_id`)."""
     if policy is None:
         from trading_ops.policy import load_policy
 
         policy = load_policy()
-    return Repository(policy.backup.repository)
+    backup = policy.backup
+    return Repository(backup.repository, conn_id=backup.repository_conn_id, chunk_size=backup.multipart_chunk)
 
 
 def fsync_dir(path) -> None:
@@ -124,22 +150,61 @@ def fsync_file(handle) -> None:
 def remove_tree(path) -> None:
     if is_local(path):
         shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
+    elif path.fs.find(path.path):
         path.fs.rm(path.path, recursive=True)
 
 
-def write_json_atomic(path, data: dict) -> None:
-    """Write a small JSON file under a temporary name and rename it, so a reader never sees half of it."""
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+def modified_time(path) -> datetime | None:
+    """When a directory (or prefix) last changed: its mtime locally, its newest object's own timestamp on object
+    storage (None: nothing there)."""
+    if is_local(path):
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC) if path.exists() else None
+    found = path.fs.find(path.path, detail=True)
+    times = [info["LastModified"] for info in found.values() if info.get("LastModified")]
+    return max(times).astimezone(UTC) if times else None
+
+
+@contextmanager
+def open_upload(path) -> Generator:
+    """A new file at `path`, complete and durable when the block ends: fsynced locally; on object storage uploaded
+    (in parts of the filesystem's block size, `backup.multipart_chunk`) and its size and ETag checked against the
+    bytes sent."""
+    if is_local(path):
+        with open(path, "wb") as handle:
+            yield handle
+            fsync_file(handle)
+        return
+    from trading_ops.backup.object_store import CheckedUpload, UploadCheck
+
+    fs = path.fs
+    if "s3" not in ([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol):
+        # Another fsspec filesystem (file:// in tests): no ETag to check.
+        with path.open("wb") as handle:
+            yield handle
+        return
+    check = UploadCheck(fs.default_block_size)
+    with path.open("wb") as handle:
+        yield CheckedUpload(handle, check)
+    check.check(path)
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write a small file under a temporary name and rename it, so a reader never sees half of it (on object
+    storage, one PUT does that)."""
     if not is_local(path):
-        path.write_text(text)
+        with open_upload(path) as handle:
+            handle.write(data)
         return
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as handle:
-        handle.write(text)
+    with open(temporary, "wb") as handle:
+        handle.write(data)
         fsync_file(handle)
     os.replace(temporary, path)
     fsync_dir(path.parent)
+
+
+def write_json_atomic(path, data: dict) -> None:
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
 
 
 @dataclass(frozen=True)
@@ -203,11 +268,25 @@ class BackupInfo:
 class Repository:
     """The backup tree under `root` (a `Path` or an `ObjectStoragePath`)."""
 
-    def __init__(self, root):
-        self.root = repository_path(root) if isinstance(root, str) else root
+    def __init__(self, root, *, conn_id: str = DEFAULT_CONN_ID, chunk_size: int = DEFAULT_CHUNK):
+        self.conn_id = conn_id
+        self.chunk_size = chunk_size
+        self.root = repository_path(str(root), conn_id, chunk_size) if isinstance(root, str) else root
 
     def __repr__(self) -> str:
         return f"Repository({str(self.root)!r})"
+
+    @property
+    def local(self) -> bool:
+        return is_local(self.root)
+
+    def errors(self, action: str):
+        """Failures of the object store during `action` as one sentence naming the connection (locally: as is)."""
+        if self.local:
+            return contextlib.nullcontext()
+        from trading_ops.backup.object_store import store_errors
+
+        return store_errors(self.root, self.conn_id, action)
 
     def type_dir(self, backup_type: BackupType):
         return self.root / DIR_BY_TYPE[backup_type]
@@ -222,6 +301,9 @@ class Repository:
         """A `.partial-<id>` directory that becomes `<id>` when the block exits cleanly, after the caller wrote
         the manifest into it. Any exception (or a killed process) leaves only the `.partial-` directory."""
         final = self.backup_dir(backup_type, backup_id)
+        if not self.local:
+            yield from self._staging_in_place(final, backup_id)
+            return
         partial = self.type_dir(backup_type) / f"{PARTIAL_PREFIX}{backup_id}"
         # Only one run per DAG at a time, and ids come from the run: a leftover with this name is a dead attempt.
         remove_tree(partial)
@@ -229,26 +311,47 @@ class Repository:
         yield partial
         if not (partial / MANIFEST).exists():
             raise RuntimeError(f"backup {backup_id} has no manifest; it stays invisible in {partial}")
-        if is_local(partial):
-            fsync_dir(partial)
-            os.rename(partial, final)
-            fsync_dir(final.parent)
-        else:
-            partial.rename(final)
+        fsync_dir(partial)
+        os.rename(partial, final)
+        fsync_dir(final.parent)
 
-    def info(self, backup_type: BackupType, backup_id: str) -> BackupInfo:
+    def _staging_in_place(self, final, backup_id: str) -> Generator:
+        """Object storage: the backup is written under its final prefix; manifest.sha256, written last by
+        `write_manifest`, publishes it."""
+        with self.errors(f"writing backup {backup_id}"):
+            if is_complete(final):
+                raise RuntimeError(f"backup {backup_id} exists already in {final}")
+            # Only one run per DAG at a time, and ids come from the run: objects there are a dead attempt's.
+            remove_tree(final)
+            # A no-op on S3 (prefixes are not objects); other fsspec stores (file:// in tests) need the directory.
+            final.mkdir(parents=True, exist_ok=True)
+        with self.errors(f"writing backup {backup_id}"):
+            yield final
+        if not is_complete(final):
+            raise RuntimeError(f"backup {backup_id} has no manifest; it stays invisible in {final}")
+
+    def info(self, backup_type: BackupType, backup_id: str, *, present: set[str] | None = None) -> BackupInfo:
+        """`present`: the names of the backup's files, when a listing already told (`backups`)."""
         directory = self.backup_dir(backup_type, backup_id)
+
+        def exists(name: str) -> bool:
+            return name in present if present is not None else (directory / name).exists()
+
         try:
-            manifest = json.loads((directory / MANIFEST).read_text())
+            if not exists(MANIFEST_DIGEST):
+                raise FileNotFoundError(directory / MANIFEST_DIGEST)
+            stored = (directory / MANIFEST).read_bytes()
+            manifest = json.loads(stored)
         except FileNotFoundError:
             raise BackupNotFound(f"There is no {backup_type} backup {backup_id} in {self.root}.") from None
         except ValueError:
             manifest = {"id": backup_id, "type": backup_type, "damaged": True, "files": []}
         verified, verified_at = None, None
-        if (directory / VERIFIED).exists():
+        if exists(VERIFIED):
             record = json.loads((directory / VERIFIED).read_text())
             # A verification counts only for the manifest it checked.
-            if record.get("manifest_sha256") == manifest_digest(directory):
+            # The bytes just read: on object storage each read is a request, and the catalog reads every backup.
+            if record.get("manifest_sha256") == _sha256(stored):
                 verified, verified_at = record["ok"], parse_time(record["time"])
         return BackupInfo(
             id=backup_id,
@@ -257,21 +360,50 @@ class Repository:
             manifest=manifest,
             verified=verified,
             verified_at=verified_at,
-            pinned=(directory / PINNED).exists(),
+            pinned=exists(PINNED),
         )
+
+    def backups(self, backup_type: BackupType) -> list[BackupInfo]:
+        """Every complete backup of the type, by id. On object storage, one listing of the type's prefix tells
+        which backups are published and which have a verification record or a pin; only what is there is read."""
+        if self.local:
+            return [self.info(backup_type, backup_id) for backup_id in self.ids(backup_type)]
+        pattern = ID_RE_BY_TYPE[backup_type]
+        return [
+            self.info(backup_type, child, present=names)
+            for child, names in sorted(self._tree(backup_type).items())
+            if pattern.match(child) and {MANIFEST, MANIFEST_DIGEST} <= names
+        ]
+
+    def _tree(self, backup_type: BackupType) -> dict[str, set[str]]:
+        """Object storage: the names under each child prefix of the type's prefix, from one listing."""
+        directory = self.type_dir(backup_type)
+        prefix = directory.path.rstrip("/") + "/"
+        tree: dict[str, set[str]] = {}
+        for key in directory.fs.find(directory.path):
+            child, _, rest = key.removeprefix(prefix).partition("/")
+            tree.setdefault(child, set()).add(rest)
+        return tree
 
     def ids(self, backup_type: BackupType) -> list[str]:
         directory = self.type_dir(backup_type)
         if not directory.exists():
             return []
-        return sorted(
-            child.name
-            for child in directory.iterdir()
-            if ID_RE_BY_TYPE[backup_type].match(child.name) and (child / MANIFEST).exists()
-        )
+        pattern = ID_RE_BY_TYPE[backup_type]
+        return sorted(child.name for child in directory.iterdir() if pattern.match(child.name) and is_complete(child))
 
     def partials(self, backup_type: BackupType) -> list:
+        """Backups being written or abandoned: `.partial-` directories, and on object storage backup prefixes
+        without both manifest.json and manifest.sha256."""
         directory = self.type_dir(backup_type)
+        if not self.local:
+            pattern = ID_RE_BY_TYPE[backup_type]
+            return [
+                directory / child
+                for child, names in self._tree(backup_type).items()
+                if child.startswith(PARTIAL_PREFIX)
+                or (pattern.match(child) and not {MANIFEST, MANIFEST_DIGEST} <= names)
+            ]
         if not directory.exists():
             return []
         return [child for child in directory.iterdir() if child.name.startswith(PARTIAL_PREFIX)]
@@ -289,6 +421,25 @@ class Repository:
         )
         return self.info(backup.type, backup.id)
 
+    def object_path(self, name: str):
+        if not OBJECT_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a valid object name")
+        return self.root / OBJECTS / name
+
+    def store_object(self, name: str, data: bytes) -> None:
+        """Store a small named object, replacing the one of that name whole: a reader sees the old content or the
+        new, never half."""
+        path = self.object_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, data)
+
+    def read_object(self, name: str) -> bytes | None:
+        """The object stored under `name`, or None when there is none."""
+        path = self.object_path(name)
+        if not path.exists():
+            return None
+        return path.read_bytes()
+
     def pin(self, backup: BackupInfo, reason: str) -> None:
         (backup.path / PINNED).write_text(reason.strip() + "\n")
 
@@ -298,13 +449,22 @@ class Repository:
             pin.unlink()
 
 
-def manifest_digest(directory) -> str:
+def is_complete(directory) -> bool:
+    """Published: both the manifest and, written after it, its digest are there."""
+    return (directory / MANIFEST_DIGEST).exists() and (directory / MANIFEST).exists()
+
+
+def _sha256(data: bytes) -> str:
     import hashlib
 
-    return hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_digest(directory) -> str:
+    return _sha256((directory / MANIFEST).read_bytes())
 
 
 def write_manifest(directory, manifest: dict) -> None:
     """manifest.json, then manifest.sha256 beside it, so damage to the manifest itself is caught too."""
     write_json_atomic(directory / MANIFEST, {"format": MANIFEST_FORMAT, **manifest})
-    (directory / MANIFEST_DIGEST).write_text(manifest_digest(directory) + "\n")
+    write_bytes_atomic(directory / MANIFEST_DIGEST, (manifest_digest(directory) + "\n").encode())

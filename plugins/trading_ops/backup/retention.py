@@ -2,9 +2,11 @@
 
 Rules, from the policy: full backups are kept `backup.full.retention` (4w), incremental WAL bundles
 `backup.incremental.retention` (7d), archived WAL `backup.transaction_logs.retention` (30d). Never deleted: a
-pinned backup, the newest verified full backup (whatever its age), any archived WAL from the start segment of the
+pinned backup, the newest verified full backup (whatever its age), the newest full backup whose restore drill passed
+(db_restore_drill: the last one proven to restore), any archived WAL from the start segment of the
 oldest retained full backup on (its base backup needs it to be restored and rolled forward), timeline history
-files. Abandoned `.partial-` directories of killed runs go after `backup.abandoned_partial_after`.
+files. Abandoned `.partial-` directories of killed runs (on object storage: backup prefixes never published with
+manifest.sha256) go after `backup.abandoned_partial_after`, judged by their newest file's own timestamp.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from trading_ops.backup.catalog import list_backups
-from trading_ops.backup.repository import Repository, is_local, isoformat, remove_tree
+from trading_ops.backup.repository import Repository, isoformat, modified_time, remove_tree
 from trading_ops.backup.wal_names import SEGMENT_RE, segment_number
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class RetentionPlan:
 
     def lines(self) -> list[str]:
         return [f"delete {d.kind} {d.name}: {d.reason}" for d in self.delete] + [
-            f"keep {d.kind} {d.name}: {d.reason}" for d in self.keep if d.kind != "wal"
+            f"keep {d.kind} {d.name}: {d.reason}" for d in self.keep if not d.kind.endswith("wal")
         ]
 
     def summary(self) -> dict:
@@ -66,19 +68,19 @@ class RetentionPlan:
             "now": isoformat(self.now),
             "deleted": counts,
             "delete": [f"{d.kind} {d.name}" for d in self.delete],
-            "kept_backups": [f"{d.kind} {d.name}" for d in self.keep if d.kind != "wal"],
+            "kept_backups": [f"{d.kind} {d.name}" for d in self.keep if not d.kind.endswith("wal")],
         }
 
 
-def _mtime(path) -> datetime | None:
-    if not is_local(path):
-        return None
-    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
-
-
 def plan_retention(
-    repository: Repository, archive_dir: Path | None, rules: RetentionRules, now: datetime
+    repository: Repository,
+    archive_dir: Path | None,
+    rules: RetentionRules,
+    now: datetime,
+    *,
+    last_drilled: str | None = None,
 ) -> RetentionPlan:
+    """`last_drilled`: the id of the newest full backup whose restore drill passed (`newest_drilled_backup`)."""
     delete: list[Decision] = []
     keep: list[Decision] = []
 
@@ -91,6 +93,8 @@ def plan_retention(
             reason = "pinned"
         elif newest_verified is not None and backup.id == newest_verified.id:
             reason = "newest verified full backup"
+        elif backup.id == last_drilled:
+            reason = "newest full backup whose restore drill passed"
         elif age <= rules.full:
             reason = f"younger than {rules.full.days} days"
         else:
@@ -109,22 +113,68 @@ def plan_retention(
 
     for kind in ("full", "incremental"):
         for partial in repository.partials(kind):
-            modified = _mtime(partial)
+            # On object storage: the newest object's own timestamp (an upload still running keeps it young).
+            modified = modified_time(partial)
             if modified is not None and now - modified > rules.abandoned_partial_after:
                 delete.append(Decision("partial", f"{kind}/{partial.name}", "abandoned by a killed run", partial))
 
     if archive_dir is not None and archive_dir.exists():
         delete += _plan_wal(archive_dir, retained_fulls, rules, now, keep)
+    delete += _plan_shipped_wal(repository, retained_fulls, rules, now, keep)
     return RetentionPlan(now, delete, keep)
 
 
-def _plan_wal(archive_dir: Path, retained_fulls, rules: RetentionRules, now: datetime, keep: list) -> list[Decision]:
-    """Archived WAL older than the retention, except what a retained base backup needs to be rolled forward."""
+def newest_drilled_backup(policy) -> str | None:
+    """The backup of the newest passed restore drill, from the ops state database. An unreachable store fails the
+    retention (retried, alerted) rather than deleting without knowing which backup is proven to restore."""
+    from trading_ops.restore.drill import newest_passed_drill
+
+    newest = newest_passed_drill(policy.alerting.state_conn_id)
+    return newest["backup_id"] if newest else None
+
+
+def _needed_from(retained_fulls) -> tuple[int | None, int | None]:
+    """(the first segment number a retained base backup needs, the segment size), or Nones without one."""
     needed_from: int | None = None
     for backup in retained_fulls:
         number = segment_number(backup.manifest["wal_start_segment"], backup.manifest["wal_segment_size"])
         needed_from = number if needed_from is None else min(needed_from, number)
     segment_size = retained_fulls[0].manifest["wal_segment_size"] if retained_fulls else None
+    return needed_from, segment_size
+
+
+def _plan_shipped_wal(repository: Repository, retained_fulls, rules: RetentionRules, now: datetime, keep: list):
+    """The repository's shipped WAL (`wal_ship`): the archive's rule, by each object's own timestamp; a file goes
+    with its record, the record first (so an interrupted deletion never leaves a record without its file)."""
+    from trading_ops.backup.wal_ship import wal_listing
+
+    needed_from, segment_size = _needed_from(retained_fulls)
+    listing = wal_listing(repository)
+    objects = {name: path for name, (path, _) in listing.items()}
+    deletions = []
+    for name in sorted(objects):
+        if not name.endswith(".json") or not SEGMENT_RE.match(name[:24]):
+            continue
+        record, modified = listing[name]
+        if now - modified <= rules.wal:
+            continue
+        segment = name.removesuffix(".json")
+        if needed_from is not None and segment_number(segment, segment_size) >= needed_from:
+            keep.append(Decision("shipped wal", segment, "needed by a retained base backup", record))
+            continue
+        reason = f"older than {rules.wal.days} days"
+        deletions.append(Decision("shipped wal", segment, reason, record))
+        deletions += [
+            Decision("shipped wal", other, reason, objects[other])
+            for other in sorted(objects)
+            if other.startswith(segment) and other != name
+        ]
+    return deletions
+
+
+def _plan_wal(archive_dir: Path, retained_fulls, rules: RetentionRules, now: datetime, keep: list) -> list[Decision]:
+    """Archived WAL older than the retention, except what a retained base backup needs to be rolled forward."""
+    needed_from, segment_size = _needed_from(retained_fulls)
     deletions = []
     for entry in os.scandir(archive_dir):
         if not entry.is_file():
@@ -158,6 +208,8 @@ def apply_retention(plan: RetentionPlan, *, dry_run: bool) -> RetentionPlan:
     for decision in plan.delete:
         if decision.kind == "wal":
             Path(decision.path).unlink(missing_ok=True)
+        elif decision.kind == "shipped wal":
+            decision.path.unlink(missing_ok=True)
         else:
             remove_tree(decision.path)
     log.info("Retention deleted %d item(s).", len(plan.delete))

@@ -50,6 +50,12 @@ def wal_continuity(switched: dict) -> dict:
     return jobs.wal_continuity(switched)
 
 
+def ship_wal() -> dict:
+    from trading_ops.backup import jobs
+
+    return jobs.wal_ship(dry_run=_run()[1])
+
+
 def bundle_wal(switched: dict) -> str:
     from trading_ops.backup import jobs
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trading_ops.backup.catalog import list_backups
 from trading_ops.backup.full import BackupError, stored_name
-from trading_ops.backup.repository import BackupInfo, Repository, fsync_file, isoformat, write_manifest
+from trading_ops.backup.repository import BackupInfo, Repository, isoformat, open_upload, write_manifest
 from trading_ops.backup.wal_names import (
     HISTORY_RE,
     SEGMENT_RE,
@@ -108,12 +108,15 @@ def history_of(archive_dir: Path, timeline: int) -> list[tuple[int, int]]:
     return parse_history(path.read_text())
 
 
-def missing_segments(archive_dir: Path, first: str, last: str, segment_size: int) -> list[str]:
-    """Every segment recovery would need from `first` through `last` that the archive lacks.
+def missing_segments(
+    archive_dir: Path, first: str, last: str, segment_size: int, elsewhere: frozenset[str] = frozenset()
+) -> list[str]:
+    """Every segment recovery would need from `first` through `last` that neither the archive nor `elsewhere`
+    (the WAL shipped into the repository, `wal_ship`) holds.
 
     Timeline-aware: the history of `last`'s timeline says which timeline each segment number is read from.
     """
-    present = archived_names(archive_dir)
+    present = archived_names(archive_dir) | elsewhere
     timeline = segment_timeline(last)
     begins = expected_timelines(history_of(archive_dir, timeline), timeline, segment_size)
     missing = []
@@ -124,9 +127,11 @@ def missing_segments(archive_dir: Path, first: str, last: str, segment_size: int
     return missing
 
 
-def check_continuity(archive_dir: Path, first: str, last: str, segment_size: int) -> int:
+def check_continuity(
+    archive_dir: Path, first: str, last: str, segment_size: int, elsewhere: frozenset[str] = frozenset()
+) -> int:
     """Raise WalArchiveError naming the gap; returns the number of segments checked."""
-    missing = missing_segments(archive_dir, first, last, segment_size)
+    missing = missing_segments(archive_dir, first, last, segment_size, elsewhere)
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise WalArchiveError(
@@ -200,9 +205,8 @@ def bundle_segments(
         files = []
         for name in [*histories, *segments]:
             relative = f"wal/{stored_name(name, compression, key)}"
-            with open(archive_dir / name, "rb") as source, (staging / relative).open("wb") as sink:
+            with open(archive_dir / name, "rb") as source, open_upload(staging / relative) as sink:
                 stored = write_stream(source, sink, relative, compression, key)
-                fsync_file(sink)
             files.append({"role": name, **stored.as_manifest()})
         write_manifest(
             staging,

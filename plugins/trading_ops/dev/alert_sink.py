@@ -1,4 +1,5 @@
-"""A local stand-in for Slack's incoming webhooks and PagerDuty's Events API v2, so `make up` delivers its alerts.
+"""A local stand-in for Slack's incoming webhooks and PagerDuty's Events API v2, so `make up` delivers its alerts,
+and for a heartbeat service (system_health's dead man's switch): each ping overwrites `<dir>/heartbeat.json`.
 
 `make up` starts it in its own process (`python -m trading_ops.dev alert-sink <dir>`) and wires the `slack_alerts`
 and `pagerduty_events` connections to it; every message is appended as one JSON line to `<dir>/alerts.jsonl`, which
@@ -22,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ALERTS_FILE = "alerts.jsonl"
+HEARTBEAT_FILE = "heartbeat.json"
 ENDPOINTS_FILE = "alert-sink.json"
 # Any path after /services/ and any routing key are accepted; these only make the connections look like real ones.
 SLACK_WEBHOOK_TOKEN = "T0LOCAL/B0ALERTS/local-alert-sink"
@@ -36,6 +38,11 @@ class SinkEndpoints:
     slack_port: int
     pagerduty_port: int
     ca_file: str
+    heartbeat_port: int
+
+    def heartbeat_connection(self) -> str:
+        """The `heartbeat` HTTP connection: the whole ping URL, as a healthchecks.io check's."""
+        return json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{self.heartbeat_port}/ping/system_health"})
 
     def slack_connection(self) -> str:
         """The `slack_alerts` connection (AIRFLOW_CONN_SLACK_ALERTS) pointing at this sink."""
@@ -100,7 +107,13 @@ def pagerduty_reply(event: dict, alerts: AlertLog) -> tuple[int, dict]:
     return 202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
 
 
-def _server(route: str, reply, alerts: AlertLog) -> ThreadingHTTPServer:
+def heartbeat_reply(body: dict, directory: Path) -> tuple[int, str]:
+    """A ping: the last one is kept (when, and what it said), as a heartbeat service shows it."""
+    (directory / HEARTBEAT_FILE).write_text(json.dumps({"received": datetime.now(UTC).isoformat(), **body}))
+    return 200, "OK"
+
+
+def _server(route: str, reply, alerts) -> ThreadingHTTPServer:
     """A server on a free 127.0.0.1 port answering POSTs under `route` with `reply(json body, alerts)`."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -136,6 +149,7 @@ def serve(directory: Path) -> None:
     alerts = AlertLog(directory / ALERTS_FILE)
     slack = _server("/services/", slack_reply, alerts)
     pagerduty = _server("/v2/enqueue", pagerduty_reply, alerts)
+    heartbeat = _server("/ping/", heartbeat_reply, directory)
     ca = trustme.CA()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(tls)
@@ -143,9 +157,11 @@ def serve(directory: Path) -> None:
     ca_file = directory / "alert-sink-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
 
-    for server in (slack, pagerduty):
+    for server in (slack, pagerduty, heartbeat):
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoints = SinkEndpoints(os.getpid(), slack.server_address[1], pagerduty.server_address[1], str(ca_file))
+    endpoints = SinkEndpoints(
+        os.getpid(), slack.server_address[1], pagerduty.server_address[1], str(ca_file), heartbeat.server_address[1]
+    )
     staged = directory / f".{ENDPOINTS_FILE}"
     staged.write_text(json.dumps(asdict(endpoints)))
     staged.rename(directory / ENDPOINTS_FILE)
@@ -153,7 +169,7 @@ def serve(directory: Path) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
-    for server in (slack, pagerduty):
+    for server in (slack, pagerduty, heartbeat):
         server.shutdown()
     (directory / ENDPOINTS_FILE).unlink(missing_ok=True)
 

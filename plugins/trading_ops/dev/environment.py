@@ -1,6 +1,7 @@
 """`make up`, `make down` and `make alerts`: a working system on this machine, everything under `.local/`.
 
-`up` starts (or reuses) a PostgreSQL cluster with the demo data, the local alert sink and Airflow standalone;
+`up` starts (or reuses) a PostgreSQL cluster with the demo data, one redis-server per cache of the policy (for
+capacity_review), the local alert sink and Airflow standalone;
 unpauses every DAG; and takes a first full backup through the REST API (unless a verified one exists), so a
 restore can be tried at once. `down` stops what `up` started and keeps the data. `alerts` prints what the DAGs
 sent to Slack and PagerDuty.
@@ -19,14 +20,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trading_ops.dev.alert_sink import ENDPOINTS_FILE, SinkEndpoints, format_alert, read_alerts
-from trading_ops.dev.local_policy import write_local_policy
+from trading_ops.dev.local_policy import local_log_signing_key, write_local_policy
 from trading_ops.dev.localpg import LocalCluster, free_port, server_user_can_reach
-from trading_ops.dev.standalone import ADMIN_USER, AirflowStandalone, stop_process_group
+from trading_ops.dev.localredis import LocalRedis
+from trading_ops.dev.standalone import ADMIN_USER, APPROVER_USER, AirflowStandalone, stop_process_group
 from trading_ops.paths import PROJECT_ROOT
 
 LOCAL_DIR = PROJECT_ROOT / ".local"
 DAG_IDS = sorted(path.stem for path in (PROJECT_ROOT / "dags").glob("*.py"))
 FIRST_BACKUP_TIMEOUT = 900
+# What system_health measures here, said where `make up` ends (the local policy sets host_metrics: psutil).
+MONITORING_SOURCES = (
+    'Monitoring: host metrics from this machine (psutil, labelled source="psutil"; production uses node-exporter '
+    "through Prometheus). No Prometheus runs here: system_health's prometheus_down rule alerts until "
+    "AIRFLOW_CONN_PROMETHEUS points at one."
+)
+# The ops state database (trading_ops.opsstate) of the `ops_state` connection.
+OPS_STATE_DB = "trading_ops"
 
 
 def _cluster_base() -> Path:
@@ -87,7 +97,35 @@ def _start_postgres(state: dict) -> LocalCluster:
             create_schema(conn)
             rows = load_demo_data(conn, end=datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
         print(f"trading_db loaded with {rows} market_data rows over the last 12 months.")
+    if not cluster.database_exists(OPS_STATE_DB):
+        # Beside trading_db, not in it: its backups must not carry the alert and findings history.
+        cluster.create_database(OPS_STATE_DB)
     return cluster
+
+
+def _local_caches(state: dict) -> dict[str, LocalRedis]:
+    """One redis-server per cache of the shipped policy under .local/redis/, keeping its port and password."""
+    from trading_ops.policy import DEFAULT_POLICY_PATH, load_policy
+
+    known = state.setdefault("redis", {})
+    servers = {}
+    for name, entry in load_policy(DEFAULT_POLICY_PATH).cache.items():
+        saved = known.get(name, {})
+        server = LocalRedis(LOCAL_DIR / "redis" / name, **saved)
+        known[name] = {"port": server.port, "password": server.password}
+        servers[entry.redis_conn_id] = server
+    _save_state(state)
+    return servers
+
+
+def _start_caches(state: dict) -> dict[str, str]:
+    """The caches' redis-servers running; their AIRFLOW_CONN_ variables."""
+    env = {}
+    for conn_id, server in _local_caches(state).items():
+        if not server.is_running():
+            server.start()
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = server.connection_json()
+    return env
 
 
 def _start_alert_sink(state: dict, timeout: float = 30) -> SinkEndpoints:
@@ -153,12 +191,18 @@ def up() -> None:
         metadata_db_uri=cluster.uri("airflow", scheme="postgresql+psycopg"),
         api_port=int(state.get("api_port") or os.environ.get("AIRFLOW_PORT", "8080")),
         password=state.get("admin_password") or secrets.token_urlsafe(12),
+        approver_password=state.get("approver_password") or secrets.token_urlsafe(12),
     )
-    login = f"Airflow UI: {airflow.url}\nLogin:      {ADMIN_USER} / {airflow.password}"
+    login = (
+        f"Airflow UI: {airflow.url}\nLogin:      {ADMIN_USER} / {airflow.password}\n"
+        f"Approver:   {APPROVER_USER} / {airflow.approver_password}  (a live db_restore waits for a second "
+        "person: log in as the user who did not trigger it and approve it under Browse -> Required Actions)"
+    )
     if _alive(state.get("airflow_pid")):
         print(f"Already running.\n{login}")
         return
     sink = _start_alert_sink(state)
+    cache_connections = _start_caches(state)
     policy = write_local_policy(
         LOCAL_DIR / "ops_policy.yaml",
         LOCAL_DIR,
@@ -169,13 +213,22 @@ def up() -> None:
     airflow.extra_env = {
         "TRADING_OPS_POLICY": str(policy),
         "AIRFLOW_CONN_TRADING_DB": cluster.uri("trading_db"),
+        "AIRFLOW_CONN_OPS_STATE": cluster.uri(OPS_STATE_DB),
         "AIRFLOW_CONN_SLACK_ALERTS": sink.slack_connection(),
         "AIRFLOW_CONN_PAGERDUTY_EVENTS": sink.pagerduty_connection(),
+        "AIRFLOW_CONN_HEARTBEAT": sink.heartbeat_connection(),
         "AIRFLOW_CONN_AUDIT_LOG_ENCRYPTION_KEY": json.dumps(
             {"conn_type": "generic", "password": _audit_log_recipient()}
         ),
+        **cache_connections,
+        # The key that signs the log chains; write_local_policy put its public half in the policy.
+        "AIRFLOW_CONN_AUDIT_LOG_SIGNING_KEY": json.dumps(
+            {"conn_type": "generic", "password": local_log_signing_key(LOCAL_DIR)[0]}
+        ),
     }
-    state.update(api_port=airflow.api_port, admin_password=airflow.password)
+    state.update(
+        api_port=airflow.api_port, admin_password=airflow.password, approver_password=airflow.approver_password
+    )
     _save_state(state)
     print(f"Starting Airflow on {airflow.url} (log: {LOCAL_DIR / 'airflow.log'}) ...")
     airflow.start(LOCAL_DIR / "airflow.log")
@@ -188,7 +241,9 @@ def up() -> None:
     print(
         f"\n{login}\ntrading_db: postgresql://{cluster.superuser}@127.0.0.1:{cluster.port}/trading_db "
         f"(password in {LOCAL_DIR / 'state.json'})\n{backup}\n"
-        f"Alerts go to a local Slack/PagerDuty sink: `make alerts` prints them.\nStop with:  make down"
+        f"Alerts go to a local Slack/PagerDuty sink: `make alerts` prints them; system_health's heartbeat pings it too "
+        f"(last ping in {LOCAL_DIR / 'heartbeat.json'}).\n{MONITORING_SOURCES}\n"
+        f"The Ops page (recoverability, alerts, findings): {airflow.url}/plugin/trading-ops\nStop with:  make down"
     )
 
 
@@ -206,6 +261,9 @@ def down() -> None:
     state.pop("airflow_pid", None)
     state.pop("alert_sink_pid", None)
     _save_state(state)
+    for server in _local_caches(state).values():
+        server.stop()
+    print("Cache redis-servers stopped.")
     cluster = LocalCluster(_cluster_base(), port=state["port"], password=state["password"])
     cluster.stop()
     print("PostgreSQL stopped (data kept in .local/; delete it for a fresh start).")

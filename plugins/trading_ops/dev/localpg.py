@@ -1,56 +1,27 @@
 """A throwaway PostgreSQL cluster on 127.0.0.1, for the tests and for `make up`.
 
 initdb and pg_ctl refuse to run as root, so when we are root they run as the `postgres` OS user on a directory it
-owns. The cluster archives WAL (`wal_level=replica`, `archive_mode=on`) into a fresh directory per cluster:
-segment names restart at 1 in every new cluster, so reusing an archive directory would make the next run's
-`archive_command` refuse its first segment.
+owns (`trading_ops.pgserver`, shared with the restore's recovery instance). The cluster archives WAL
+(`wal_level=replica`, `archive_mode=on`) into a fresh directory per cluster: segment names restart at 1 in every new
+cluster, so reusing an archive directory would make the next run's `archive_command` refuse its first segment.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from trading_ops.pgserver import SERVER_USER, as_server_user, free_port, give_to_server_user, server_user_can_reach
 from trading_ops.pgtools import server_bindir
 
-SERVER_USER = "postgres"
+__all__ = ["ARCHIVE_SCRIPT", "LocalCluster", "free_port", "server_user_can_reach"]
+
 ARCHIVE_SCRIPT = Path(__file__).resolve().parents[1] / "backup" / "archive_wal.sh"
-
-
-def free_port(preferred: int = 0) -> int:
-    """`preferred` when nothing listens there, otherwise any free port on 127.0.0.1."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _as_server_user(argv: list[str]) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", SERVER_USER, "--", *argv]
-    return argv
-
-
-def server_user_can_reach(path: Path) -> bool:
-    if os.geteuid() != 0:
-        return True
-    return subprocess.run(["runuser", "-u", SERVER_USER, "--", "test", "-x", str(path)]).returncode == 0
-
-
-def _give_to_server_user(path: Path) -> None:
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(SERVER_USER)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 @dataclass
@@ -78,7 +49,7 @@ class LocalCluster:
         return self.base_dir / "postgres.log"
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
-        result = subprocess.run(_as_server_user(argv), capture_output=True, text=True)
+        result = subprocess.run(as_server_user(argv), capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{Path(argv[0]).name} failed ({result.returncode}): {result.stderr.strip()}")
         return result
@@ -99,6 +70,8 @@ class LocalCluster:
             # cluster because the postgres OS user may not be able to read the checkout.
             "archive_command": f"'{shlex.quote(str(self.archive_script))} {archive} %p %f'",
             "max_wal_senders": "10",
+            # The policy's RPO (backup.rpo): a segment is closed and archived at least this often.
+            "archive_timeout": "60s",
             "password_encryption": "'scram-sha-256'",
             "log_connections": "on",
             "log_disconnections": "on",
@@ -118,12 +91,12 @@ class LocalCluster:
             )
         for directory in (self.base_dir, self.wal_archive_dir, self.socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
-            _give_to_server_user(directory)
+            give_to_server_user(directory)
         shutil.copyfile(ARCHIVE_SCRIPT, self.archive_script)
         self.archive_script.chmod(0o755)
         pwfile = self.base_dir / ".pwfile"
         pwfile.write_text(self.password + "\n")
-        _give_to_server_user(pwfile)
+        give_to_server_user(pwfile)
         try:
             self._run(
                 [
@@ -147,7 +120,7 @@ class LocalCluster:
 
     def start(self, timeout: float = 60) -> None:
         self.log_file.touch()
-        _give_to_server_user(self.log_file)
+        give_to_server_user(self.log_file)
         self._run(
             [
                 str(server_bindir() / "pg_ctl"),
@@ -170,7 +143,7 @@ class LocalCluster:
         if not (self.data_dir / "postmaster.pid").exists():
             return False
         result = subprocess.run(
-            _as_server_user([str(server_bindir() / "pg_ctl"), "-D", str(self.data_dir), "status"]),
+            as_server_user([str(server_bindir() / "pg_ctl"), "-D", str(self.data_dir), "status"]),
             capture_output=True,
         )
         return result.returncode == 0
@@ -190,6 +163,14 @@ class LocalCluster:
             if template:
                 statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
             conn.execute(statement)
+
+    def database_exists(self, name: str) -> bool:
+        import psycopg
+
+        from trading_ops.sqlfiles import load_sql
+
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            return conn.execute(load_sql("restore/database_exists.sql"), {"name": name}).fetchone()[0]
 
     def drop_database(self, name: str) -> None:
         import psycopg

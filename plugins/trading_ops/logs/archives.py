@@ -52,6 +52,11 @@ def archive_format(log_class: LogClass, settings: Logs, recipients: Recipients |
     return ArchiveFormat(compression, recipients if log_class.encryption else None)
 
 
+def stored_suffix(log_class: LogClass, settings: Logs) -> str:
+    """The suffix of the class's archives, known without its recipients (whose key only the rotation reads)."""
+    return archive_format(log_class, settings, None).suffix + (".age" if log_class.encryption else "")
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from trading_ops.alerting import Alert, send_alert
 from trading_ops.errors import UserError
@@ -51,8 +52,11 @@ class ClassReport:
     actions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tampered: list[str] = field(default_factory=list)
+    chain_problems: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
+    # Where archives written and deleted are recorded (chain.ChainBook); None only in a dry run.
+    ledger: object = field(default=None, repr=False)
 
     def act(self, action: str) -> bool:
         """Record and log an action; True when it should be carried out (not a dry run)."""
@@ -87,9 +91,27 @@ class ClassReport:
                 )
             )
 
+    def record_archive(self, archive: Path, size: int, sha256: str, lines_to: float) -> None:
+        """Append a new archive to its directory's chain, as soon as it is in place."""
+        if self.ledger is not None:
+            self.ledger.record_archive(archive, size, sha256, lines_to)
+
+    def record_deletions(self, deletions: list[tuple[Path, str]]) -> None:
+        """Append (archive, reason) deletions to the chains before the archives go (a stop in between is finished
+        by the next run's retention)."""
+        if self.ledger is not None and deletions:
+            self.ledger.record_deletions(deletions)
+
     def alert_problems(self, *, encrypted: bool) -> None:
-        """One alert per kind of problem the run found; tampering is critical for an encrypted class."""
+        """One alert per kind of problem the run found; tampering is critical for an encrypted (audit) class."""
         name = self.log_class
+        if self.chain_problems:
+            self.alert(
+                "critical" if encrypted else "warning",
+                f"{name}: the signed chain of archives shows {len(self.chain_problems)} problem(s)",
+                "chain",
+                {"problems": "; ".join(self.chain_problems[:PROBLEMS_IN_ALERT])},
+            )
         if self.tampered:
             self.alert(
                 "critical" if encrypted else "warning",
@@ -143,6 +165,7 @@ class ClassReport:
             "cap_fraction": round(self.total_bytes / self.max_size, 4),
             "warnings": self.warnings,
             "tampered": self.tampered,
+            "chain_problems": self.chain_problems,
             "failures": self.failures,
             "alerts": self.alerts,
             "actions_total": len(self.actions),

@@ -6,6 +6,9 @@ time (never the clock), are deleted. Then, while the class (active + rotated + a
 class with `retention_wins_over_cap`, archives younger than the retention are never deleted for size: a critical
 alert says the cap is exceeded instead. A class over `alert_at_cap_fraction` of its cap raises a warning.
 
+Every deletion is recorded in the class's signed chain (`chain`) before the archive goes, so deleting by retention
+verifies clean while any other deletion does not.
+
 `plan_retention` decides from what the directories hold now, without changing anything; `apply_retention` carries
 the plan out through the class's report (so a dry run lists it).
 """
@@ -15,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from trading_ops.logs.naming import PathScan, RotatedFile
+from trading_ops.logs.naming import PathScan, RotatedFile, scan_path
 from trading_ops.logs.report import ClassReport, human_size
-from trading_ops.policy import LogClass
+from trading_ops.policy import LogClass, Policy
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,32 @@ def plan_retention(
     return plan
 
 
+def class_usage(name: str, policy: Policy, host: str, now: datetime) -> RetentionPlan:
+    """The plan the next rotation of class `name` on `host` would make from what its directories hold now (read
+    only; the Ops page shows its size against the cap, `total_bytes` being what the run reports as the class's size).
+    """
+    from trading_ops.logs.archives import stored_suffix
+
+    log_class = policy.logs.classes[name]
+    return plan_retention(
+        name,
+        log_class,
+        [scan_path(path) for path in log_class.paths if path.host == host],
+        archive_suffix=stored_suffix(log_class, policy.logs),
+        now=now,
+        alert_at_cap_fraction=policy.logs.alert_at_cap_fraction,
+    )
+
+
 def apply_retention(plan: RetentionPlan, report: ClassReport) -> None:
-    for deletion in plan.deletions:
+    deletions = plan.deletions
+    if not report.dry_run and deletions:
+        failures = len(report.failures)
+        with report.step("record the deletions in the chain"):
+            report.record_deletions([(deletion.archive.path, deletion.reason) for deletion in deletions])
+        if len(report.failures) > failures:
+            deletions = []  # never delete what the chain does not record as deleted; the retry does
+    for deletion in deletions:
         archive = deletion.archive
         with report.step(f"delete {archive.path}"):
             if report.act(f"delete {archive.path} ({human_size(deletion.freed)}): {deletion.reason}"):

@@ -173,6 +173,7 @@ def copytruncate(active: Path, final: Path, archive: ArchiveFormat, report: Clas
             return
     # The archive carries the time of its newest line, which retention measures.
     os.utime(final, (after_copy.st_mtime, after_copy.st_mtime))
+    report.record_archive(final, stored.size, stored.sha256, after_copy.st_mtime)
     report.files_rotated += 1
     report.archived(active.name, final.name, stored.raw_size, stored.size)
     if start:
@@ -212,14 +213,17 @@ def archive_pending(pending: list[RotatedFile], archive: ArchiveFormat, settings
                     f"{settings.reopen_timeout}: left as is for a later run (check the reopen setting)"
                 )
             return
-        time.sleep(0.05)
+        if waiting:
+            time.sleep(0.05)
 
 
 def archive_rotated(rotated: RotatedFile, archive: ArchiveFormat, report: ClassReport) -> None:
     """Write the archive of one rotated file and remove the plaintext (a class stored as is gets a sidecar only)."""
     if not archive.suffix:
         if report.act(f"seal {rotated.path} with a sha256 sidecar"):
-            write_sidecar(rotated.path, archive_sha256(rotated.path))
+            digest = archive_sha256(rotated.path)
+            write_sidecar(rotated.path, digest)
+            report.record_archive(rotated.path, rotated.size, digest, rotated.mtime)
         return
     final = rotated.path.with_name(rotated.path.name + archive.suffix)
     if not report.act(f"archive {rotated.path} to {final.name}"):
@@ -228,5 +232,6 @@ def archive_rotated(rotated: RotatedFile, archive: ArchiveFormat, report: ClassR
         skip_padding(source)
         stored = write_archive(source, final, archive, mode=os.fstat(source.fileno()).st_mode & 0o777)
     os.utime(final, (rotated.mtime, rotated.mtime))
+    report.record_archive(final, stored.size, stored.sha256, rotated.mtime)
     rotated.path.unlink()
     report.archived(rotated.path.name, final.name, stored.raw_size, stored.size)

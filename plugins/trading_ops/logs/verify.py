@@ -1,4 +1,5 @@
-"""Integrity of log archives: the sha256 sidecars, written once and checked on every run and by hand.
+"""Integrity of log archives: the sha256 sidecars, written once and checked on every run and by hand. They catch
+damage, not tampering (whoever can write an archive can recompute its sidecar): the signed chain (`chain`) does.
 
 A sidecar `<archive>.sha256` is in `sha256sum` format (`<hex>  <archive name>`), so `sha256sum -c` checks one
 without this code. Every run verifies every archive of a class before it changes anything: a mismatch, a missing
@@ -38,22 +39,35 @@ def recorded_sha256(archive: Path) -> str | None:
     return sidecar.read_text().split(maxsplit=1)[0] if sidecar.stat().st_size else ""
 
 
-def archive_problem(archive: Path) -> str | None:
+class Digests:
+    """The sha256 of archives, each read once per run (a class can hold 100 GB); never kept across runs, where a
+    file changed with its mtime put back would go unnoticed."""
+
+    def __init__(self):
+        self._known: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        if path not in self._known:
+            self._known[path] = archive_sha256(path)
+        return self._known[path]
+
+
+def archive_problem(archive: Path, digests=archive_sha256) -> str | None:
     """Why `archive` cannot be trusted, or None when it matches its sidecar."""
     recorded = recorded_sha256(archive)
     if recorded is None:
         return f"{archive} has no sha256 sidecar"
-    if archive_sha256(archive) != recorded:
+    if digests(archive) != recorded:
         return f"{archive} does not match its sha256 sidecar"
     return None
 
 
-def tampering(scan: PathScan, archive_suffix: str) -> list[str]:
+def tampering(scan: PathScan, archive_suffix: str, digests=archive_sha256) -> list[str]:
     """Every archive of one path that fails its check, and every sidecar whose archive is gone."""
     problems = [
         problem
         for archive in sorted(rotated.path for rotated in scan.archives(archive_suffix))
-        if (problem := archive_problem(archive))
+        if (problem := archive_problem(archive, digests))
     ]
     for sidecar in scan.sidecars:
         archive = sidecar.with_name(sidecar.name.removesuffix(SIDECAR_SUFFIX))

@@ -1,10 +1,10 @@
-"""The rules system_health evaluates: the policy's alert rules, and the warning/critical thresholds turned into rules
-held `monitoring.threshold_for`, except where an alert rule covers them.
+"""The rules system_health evaluates: the policy's alert rules, and every warning/critical threshold of the manual as
+a rule of its own, held `monitoring.threshold_for` and routed by its level.
 
-Every check is a `Rule` (`metric operator threshold` held `for` a duration, with a severity and a route). A threshold
-that an alert rule already watches in the same direction from the same or an earlier point is left to that rule
-(CPU 70/85% to `cpu > 70% for 15m`), and a lower one (error rate 0.1% under `error_rate > 1%`) stays quiet while the
-rule's condition holds, as Alertmanager's inhibition keeps a warning quiet under its critical.
+Every check is a `Rule` (`metric operator threshold` held `for` a duration, with a severity, a route and what it
+does without data). No threshold is left out because an alert rule watches the same metric: the manual's CPU
+thresholds (70/85%) alert at warning and critical after 5 minutes, and `cpu > 70% for 15m` adds its own info alert
+on top, as Prometheus evaluates every rule of a group on its own.
 """
 
 from __future__ import annotations
@@ -14,10 +14,21 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from trading_ops.alerting import Route, format_duration
-from trading_ops.policy import SEVERITY_TO_LEVEL, Limits, Policy
+from trading_ops.policy import (
+    DAG_RUN_OVERDUE_METRIC,
+    DRILL_AGE_METRIC,
+    FRESHNESS_METRICS,
+    HOST_METRICS,
+    OFFHOST_LAG_METRIC,
+    POSTGRES_METRICS,
+    SEVERITY_TO_LEVEL,
+    SOURCE_UP_METRICS,
+    Limits,
+    NoData,
+    Policy,
+)
 
 _OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-_ABOVE = {">", ">="}
 
 
 @dataclass(frozen=True)
@@ -29,29 +40,38 @@ class Rule:
     for_: timedelta
     severity: str
     route: Route | None = None
-    # Alert rules on the same metric whose condition, while it holds, keeps this one from notifying.
-    inhibited_by: tuple[str, ...] = ()
+    no_data: NoData = "alert"
+    # Where the rule comes from, for the runbook's table: "alert rule", "threshold" or "freshness".
+    kind: str = "alert rule"
 
     def holds(self, value: float) -> bool:
         return _OPERATORS[self.operator](value, self.threshold)
 
-    def watches_like(self, other: Rule) -> bool:
-        """Whether both watch the same metric in the same direction (both for too high, or both for too low)."""
-        return self.metric == other.metric and (self.operator in _ABOVE) == (other.operator in _ABOVE)
-
-    def covers(self, other: Rule) -> bool:
-        """Whether this rule watches like `other` from the same or an earlier point (CPU > 70 covers CPU >= 85)."""
-        if not self.watches_like(other):
-            return False
-        return self.threshold <= other.threshold if self.operator in _ABOVE else self.threshold >= other.threshold
+    @property
+    def condition(self) -> str:
+        return f"{self.metric} {self.operator} {self.threshold:g}"
 
     @property
     def summary(self) -> str:
-        return f"{self.name}: {self.metric} {self.operator} {self.threshold:g} for {format_duration(self.for_)}"
+        return f"{self.name}: {self.condition} for {format_duration(self.for_)}"
 
     @property
-    def dedup_key(self) -> str:
-        return f"trading-ops/system_health/{self.name}"
+    def no_data_summary(self) -> str:
+        return f"{self.name}: no data for {self.metric} for {format_duration(self.for_)}"
+
+
+def source_up_metric(metric: str, policy: Policy) -> str | None:
+    """The `*_up` metric of the source that measures `metric`: while that source is down, the rules on its metrics
+    keep their state and the source's own rule (postgres_down, prometheus_down) is the alert."""
+    if metric in SOURCE_UP_METRICS.values():
+        return None
+    if metric in POSTGRES_METRICS:
+        return SOURCE_UP_METRICS["postgres"]
+    sources = policy.monitoring.sources
+    host = metric in HOST_METRICS or metric.startswith("disk_usage_percent.")
+    if metric in sources.prometheus_queries or (host and sources.host_metrics == "prometheus"):
+        return SOURCE_UP_METRICS["prometheus"]
+    return None  # host metrics measured by psutil on the worker itself, freshness read from the repository
 
 
 def _threshold_route(policy: Policy, severity: str) -> Route:
@@ -65,12 +85,22 @@ def threshold_rules(policy: Policy) -> list[Rule]:
     monitoring = policy.monitoring
     health, app, pg = monitoring.system_health, monitoring.application_metrics, monitoring.postgres
 
-    def rule(name: str, metric: str, op: str, threshold: float, severity: str) -> Rule:
-        return Rule(name, metric, op, threshold, monitoring.threshold_for, severity, _threshold_route(policy, severity))
+    def rule(name: str, metric: str, op: str, threshold: float, severity: str, no_data: NoData | None = None) -> Rule:
+        return Rule(
+            name,
+            metric,
+            op,
+            threshold,
+            monitoring.threshold_for,
+            severity,
+            _threshold_route(policy, severity),
+            no_data or monitoring.threshold_no_data,
+            "threshold",
+        )
 
-    def limits(metric: str, values: Limits) -> list[Rule]:
+    def limits(metric: str, values: Limits, no_data: NoData | None = None) -> list[Rule]:
         return [
-            rule(f"{metric}_{severity}", metric, ">=", getattr(values, severity), severity)
+            rule(f"{metric}_{severity}", metric, ">=", getattr(values, severity), severity, no_data)
             for severity in ("warning", "critical")
         ]
 
@@ -86,14 +116,52 @@ def threshold_rules(policy: Policy) -> list[Rule]:
         rule("request_rate_above_maximum", "request_rate_per_second", ">", app.request_rate.max_per_second, "warning"),
     ]
     rules += limits("pg_connection_usage_percent", pg.connection_usage)
-    rules += limits("pg_replication_lag_seconds", pg.replication_lag_seconds)
+    # A server without replication has no lag to measure: no data there is no problem.
+    rules += limits("pg_replication_lag_seconds", pg.replication_lag_seconds, no_data="ok")
     rules += limits("pg_longest_transaction_seconds", pg.longest_transaction_seconds)
     rules.append(rule("pg_wal_archive_failing", "pg_wal_archive_failing", ">", 0, pg.wal_archive_failure_severity))
-    return rules
+    # The ages already include the time: these alert at once. No data: there is no backup (or segment) at all.
+    for name, metric in FRESHNESS_METRICS.items():
+        limit = getattr(monitoring.freshness, name)
+        rules.append(
+            replace(
+                rule(f"{name}_stale", metric, ">", limit.stale_after.total_seconds(), limit.severity, "alert"),
+                for_=timedelta(0),
+                kind="freshness",
+            )
+        )
+    # No drill recorded yet (a new deployment): nothing to be stale; once one is, its age is always measured.
+    max_age = policy.restore.drill.max_age.total_seconds()
+    drill = replace(
+        rule("restore_drill_stale", DRILL_AGE_METRIC, ">", max_age, monitoring.freshness.restore_drill.severity, "ok"),
+        for_=timedelta(0),
+        kind="freshness",
+    )
+    # No data: the repository is on the database host's disk, where nothing is shipped.
+    offhost = replace(
+        rule(
+            "wal_offhost_stale",
+            OFFHOST_LAG_METRIC,
+            ">",
+            policy.backup.wal_ship_within.total_seconds(),
+            monitoring.freshness.wal_offhost.severity,
+            "ok",
+        ),
+        for_=timedelta(0),
+        kind="freshness",
+    )
+    # No data: a DAG measured before is gone from the parsed DAGs (its file broke, or it was deleted).
+    runs = monitoring.freshness.dag_runs
+    stale_runs = replace(
+        rule("dag_run_stale", DAG_RUN_OVERDUE_METRIC, ">", 0, runs.severity, "alert"),
+        for_=timedelta(0),
+        kind="freshness",
+    )
+    return [*rules, drill, offhost, stale_runs]
 
 
 def all_rules(policy: Policy) -> list[Rule]:
-    """The policy's alert rules (with their own routes), then the thresholds they leave to system_health."""
+    """The policy's alert rules (with their own routes), then every threshold."""
     configured = [
         Rule(
             rule.name,
@@ -105,14 +173,35 @@ def all_rules(policy: Policy) -> list[Rule]:
             Route(tuple(rule.slack_channels), rule.pagerduty_service)
             if rule.slack_channels or rule.pagerduty_service
             else None,
+            rule.no_data,
         )
         for rule in policy.alert_rules
     ]
-    thresholds = []
-    for threshold in threshold_rules(policy):
-        if any(rule.covers(threshold) for rule in configured):
-            continue
-        # What remains on a watched metric lies before the alert rule (0.1% under 1%): it speaks only without it.
-        stricter = tuple(rule.name for rule in configured if rule.watches_like(threshold))
-        thresholds.append(replace(threshold, inhibited_by=stricter))
-    return configured + thresholds
+    return configured + threshold_rules(policy)
+
+
+def _route_text(rule: Rule, policy: Policy) -> str:
+    level = SEVERITY_TO_LEVEL[rule.severity]
+    route = rule.route or Route(
+        tuple(policy.incident_levels[level].slack_channels),
+        policy.alerting.pagerduty_service if policy.incident_levels[level].pagerduty else None,
+    )
+    pages = f" + PagerDuty {route.pagerduty_service}" if route.pagerduty_service else ""
+    return f"{level} {', '.join(route.slack_channels)}{pages}"
+
+
+def rule_table(policy: Policy) -> str:
+    """The runbook's table of every rule system_health evaluates (markdown), as the policy defines them. A rule
+    named after its metric shows only the comparison."""
+    lines = ["| rule | condition | for | route | no data |", "|---|---|---|---|---|"]
+    for rule in all_rules(policy):
+        condition = (
+            rule.condition.removeprefix(rule.metric + " ") if rule.name.startswith(rule.metric) else rule.condition
+        )
+        if rule.metric in HOST_METRICS or rule.metric.startswith("disk_usage_percent."):
+            condition += ", per host"
+        elif rule.metric == DAG_RUN_OVERDUE_METRIC:
+            condition += ", per DAG"
+        route = _route_text(rule, policy)
+        lines.append(f"| {rule.name} | {condition} | {format_duration(rule.for_)} | {route} | {rule.no_data} |")
+    return "\n".join(lines)

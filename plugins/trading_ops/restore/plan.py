@@ -28,13 +28,21 @@ def make_plan(params: dict, moment: datetime) -> dict:
 
     policy = load_policy()
     request = RestoreRequest.from_params(params)
+    if request.recovery_target != "backup":
+        from trading_ops.restore.pitr import make_recovery_plan
+
+        return make_recovery_plan(request, policy, moment)
     conn_id = policy.restore.conn_id
     backup = backups.resolve_backup(backups.repository_from_policy(policy), request.backup_id)
     files = backups.check_checksums(backup)
     if not database.database_exists(conn_id, request.target_database):
         raise RestoreRefused(f"target database {request.target_database!r} does not exist on {conn_id}.")
+    database.check_amcheck_available(conn_id)
     if request.restore_mode == "swap":
         database.check_may_swap(conn_id, request.target_database)
+        free_space = database.check_server_free_space(policy, backup.manifest["database_size"], moment)
+    else:
+        free_space = {"checked": False, "reason": "an in-place restore needs no staging copy"}
     scratch = Path(tempfile.gettempdir())
     database.check_disk_space(scratch, backup.file_entry("dump")["raw_size"])
     dump_major = backup.pg_dump_major
@@ -56,11 +64,21 @@ def make_plan(params: dict, moment: datetime) -> dict:
             "pg_dump_major": dump_major,
         },
         "pg_restore": pg_restore,
+        "server_free_space": free_space,
         "staging_database": database.staging_name(request.target_database, moment),
         "retired_database": database.retired_name(request.target_database, moment),
     }
     log.info("Restore plan:\n%s", describe_plan(plan, kube.Workload.from_policy(policy)))
     return plan
+
+
+def _describe_free_space(space: dict) -> str:
+    if not space["checked"]:
+        return f"free space not checked: {space['reason']}"
+    return (
+        f"{space['free'] / 1024**3:.2f} GiB free ({space['source']}), the staging copy needs about "
+        f"{space['needed'] / 1024**3:.2f} GiB"
+    )
 
 
 def describe_plan(plan: dict, workload: kube.Workload) -> str:
@@ -72,12 +90,13 @@ def describe_plan(plan: dict, workload: kube.Workload) -> str:
         f"{backup['dump_items']} dump items, {backup['files_checked']} file checksums verified"
         f"{', decrypted' if backup['encrypted'] else ''}",
         f"pg_restore        {plan['pg_restore']}",
+        f"server disk       {_describe_free_space(plan['server_free_space'])}",
     ]
     if request["scale_workload"]:
         replicas = (
             f"{request['replicas']} replicas"
             if request["replicas"] is not None
-            else "the replica count observed before"
+            else "the replica count observed before, at least resources.autoscaling.min_replicas"
         )
         lines.append(f"1. scale {workload} to 0 and wait until no pod is left")
     if request["restore_mode"] == "swap":

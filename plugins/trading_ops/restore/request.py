@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from trading_ops.backup.repository import FULL_BACKUP_CHOICE_PATTERN
 from trading_ops.errors import UserError
@@ -13,6 +14,8 @@ BACKUP_CHOICE_PATTERN = FULL_BACKUP_CHOICE_PATTERN
 DATABASE_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 RESTORE_MODES = ("swap", "in_place")
 MIN_JOBS, MAX_JOBS = 1, 16
+# backup: the full backup's dump; latest: its base backup + every archived WAL segment; time: up to target_time.
+RECOVERY_TARGETS = ("backup", "latest", "time")
 
 BACKUP_CHOICE = re.compile(BACKUP_CHOICE_PATTERN)
 DATABASE_NAME = re.compile(DATABASE_NAME_PATTERN)
@@ -32,6 +35,13 @@ class RestoreRequest:
     replicas: int | None
     dry_run: bool
     confirm: str
+    recovery_target: str = "backup"
+    # ISO 8601 with a zone, only with recovery_target "time".
+    target_time: str | None = None
+
+    @property
+    def target_moment(self) -> datetime | None:
+        return datetime.fromisoformat(self.target_time) if self.target_time else None
 
     @classmethod
     def from_params(cls, params: dict) -> RestoreRequest:
@@ -53,6 +63,15 @@ class RestoreRequest:
         replicas = params.get("replicas")
         if replicas is not None and int(replicas) < 0:
             raise RestoreRefused(f"replicas {replicas} must not be negative.")
+        recovery_target = params.get("recovery_target") or "backup"
+        if recovery_target not in RECOVERY_TARGETS:
+            raise RestoreRefused(f"recovery_target {recovery_target!r} must be 'backup', 'latest' or 'time'.")
+        target_time = _target_time(params.get("target_time"), recovery_target)
+        if recovery_target != "backup" and mode != "swap":
+            raise RestoreRefused(
+                f"recovery_target {recovery_target} restores into a new database and swaps it in: "
+                "use restore_mode swap."
+            )
         request = cls(
             backup_id=backup_id,
             target_database=target,
@@ -62,6 +81,8 @@ class RestoreRequest:
             replicas=None if replicas is None else int(replicas),
             dry_run=bool(params.get("dry_run", True)),
             confirm=str(params.get("confirm") or ""),
+            recovery_target=recovery_target,
+            target_time=target_time,
         )
         if not request.dry_run and request.confirm != target:
             raise RestoreRefused(
@@ -72,3 +93,21 @@ class RestoreRequest:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _target_time(value, recovery_target: str) -> str | None:
+    if recovery_target != "time":
+        if value:
+            raise RestoreRefused(
+                f"target_time is only for recovery_target time (recovery_target is {recovery_target})."
+            )
+        return None
+    if not value:
+        raise RestoreRefused("recovery_target time needs a target_time, e.g. 2026-11-07T14:30:00+00:00.")
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise RestoreRefused(f"target_time {value!r} is not an ISO 8601 time like 2026-11-07T14:30:00+00:00.") from None
+    if moment.tzinfo is None:
+        raise RestoreRefused(f"target_time {value!r} has no time zone: add one, e.g. +00:00 or Z.")
+    return moment.isoformat()

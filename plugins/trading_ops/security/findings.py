@@ -1,7 +1,8 @@
 """Findings: what a security check reports, how accepted risks waive it, and the history that tells new from old.
 
 A check returns `Finding`s. `record_findings` compares them with the latest earlier run of the same check, stored
-in the policy's `findings_schema` (tables `security_check_runs` and `security_findings`), marks each as new or
+in the ops state database (`security.findings_conn_id`, schema `ops`, tables `security_check_runs` and
+`security_findings`, created by `trading_ops.opsstate`'s migrations), marks each as new or
 persisting, lists the previous findings that are gone as resolved, applies the policy's waivers, and writes the
 run, all in one transaction. A finding is identified by its check and subject, so subjects are stable names
 ("127.0.0.1:5432 certificate expiry"), while message and evidence carry what changes from run to run.
@@ -17,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from trading_ops.policy import Severity, Waiver
+from trading_ops.runtime import RunInfo
 from trading_ops.sqlfiles import load_sql
 
 SEVERITY_ORDER: tuple[Severity, ...] = ("critical", "warning", "info")
@@ -33,17 +35,6 @@ class Finding:
     subject: str
     message: str
     evidence: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """The Airflow run a check belongs to; `as_of` is its logical date (or run_after for manual runs), `run_url` the
-    page of its task in the Airflow UI, which every alert of the check links to."""
-
-    dag_id: str
-    run_id: str
-    as_of: datetime
-    run_url: str
 
 
 @dataclass(frozen=True)
@@ -131,8 +122,12 @@ def _tables(schema: str) -> dict[str, str | tuple[str, str]]:
 
 
 def ensure_findings_store(conn: psycopg.Connection, schema: str) -> None:
-    with conn.transaction():
-        conn.execute(load_sql("security/create_findings_tables.sql", **_tables(schema)))
+    """The findings tables on `conn`: the ops state schema's migrations (`trading_ops.opsstate`) create them."""
+    from trading_ops.opsstate import SCHEMA, migrate
+
+    if schema != SCHEMA:
+        raise ValueError(f"The findings live in the ops state schema {SCHEMA!r}, not {schema!r}.")
+    migrate(conn)
 
 
 def record_findings(
@@ -214,3 +209,29 @@ def record_findings(
 
 def _sort_key(finding: Finding) -> tuple[int, str]:
     return SEVERITY_ORDER.index(finding.severity), finding.subject
+
+
+def recent_check_runs(conn: psycopg.Connection, schema: str, runs_per_check: int) -> dict[str, list[dict]]:
+    """check -> its newest `runs_per_check` runs, newest first: run_id, dag_id, checked_at and the counts of new,
+    persisting, resolved and waived findings that `record_findings` stored."""
+    from psycopg.rows import dict_row
+
+    history: dict[str, list[dict]] = {}
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(
+            load_sql("security/select_recent_check_runs.sql", **_tables(schema)), {"runs_per_check": runs_per_check}
+        )
+        for row in rows:
+            history.setdefault(row.pop("check_name"), []).append(row)
+    return history
+
+
+def latest_findings(conn: psycopg.Connection, schema: str) -> dict[str, list[dict]]:
+    """check -> the findings of its newest run (subject, severity, message, status, first_seen, waiver)."""
+    from psycopg.rows import dict_row
+
+    findings: dict[str, list[dict]] = {}
+    with conn.cursor(row_factory=dict_row) as cursor:
+        for row in cursor.execute(load_sql("security/select_latest_findings.sql", **_tables(schema))):
+            findings.setdefault(row.pop("check_name"), []).append(row)
+    return findings

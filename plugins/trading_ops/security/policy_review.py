@@ -3,7 +3,8 @@
 - PostgreSQL (`postgres_conn_id`, read as a superuser): each of `postgres_settings` (ssl, password_encryption,
   log_connections) must have its value (warning, critical for `ssl`); `pg_hba_file_rules` must have no `trust`
   for hosts (critical; warning for loopback addresses, whose local users could pose as anyone), no cleartext
-  `password` (warning), no `md5` (info: scram-sha-256 is the policy), and no line the server could not parse.
+  `password` (warning), no `md5` (info: scram-sha-256 is the policy), and no line the server could not parse;
+  `archive_timeout` set and no longer than `backup.rpo.archive_timeout`, which gives the RPO target (warning).
 - sshd (the output of `sshd_command`: `sshd -T`, or the config file): PasswordAuthentication no (critical),
   PermitRootLogin no (critical for yes, warning for key-only), and every AuthenticationMethods list pairing
   publickey with a second factor (warning).
@@ -50,6 +51,7 @@ def review_postgres(conn, policy: Policy) -> list[Finding]:
         for name, value in required.items()
         if actual[name] != value
     ]
+    findings += _review_archive_timeout(conn, policy)
     for line, kind, databases, users, address, _netmask, method, error in conn.execute(
         load_sql("security/select_hba_rules.sql")
     ):
@@ -94,6 +96,32 @@ def review_postgres(conn, policy: Policy) -> list[Finding]:
                 )
             )
     return findings
+
+
+def _review_archive_timeout(conn, policy: Policy) -> list[Finding]:
+    """archive_timeout bounds how long committed work can stay out of the WAL archive: the RPO needs it set, and no
+    longer than the policy's `backup.rpo.archive_timeout`."""
+    rpo = policy.backup.rpo
+    rows = dict(conn.execute(load_sql("security/select_settings.sql"), {"names": ["archive_timeout"]}).fetchall())
+    seconds = int(rows["archive_timeout"])  # pg_settings gives it in seconds
+    limit = rpo.archive_timeout.total_seconds()
+    if 0 < seconds <= limit:
+        return []
+    shown = (
+        "0 (off: on a quiet server committed work may stay out of the archive for hours)"
+        if not seconds
+        else f"{seconds}s"
+    )
+    return [
+        Finding(
+            CHECK,
+            "warning",
+            "postgresql archive_timeout",
+            f"PostgreSQL runs with archive_timeout = {shown}; the RPO target of {rpo.target} needs at most "
+            f"{limit:.0f}s (policy backup.rpo.archive_timeout)",
+            {"setting": "archive_timeout", "actual_seconds": seconds, "required_max_seconds": limit},
+        )
+    ]
 
 
 def _is_loopback(address: str | None) -> bool:

@@ -36,8 +36,7 @@ def check_function(name: str) -> Callable[[Policy, datetime], list[Finding]]:
 
 
 def run_check(name: str, run: RunInfo) -> CheckReport:
-    from trading_ops.db import connection
-    from trading_ops.security.findings import ensure_findings_store
+    from trading_ops.opsstate import connection
 
     policy = load_policy()
     security = policy.security
@@ -49,7 +48,6 @@ def run_check(name: str, run: RunInfo) -> CheckReport:
     findings = check_function(name)(policy, run.as_of)
     today = run.as_of.astimezone(ZoneInfo(policy.timezone)).date()
     with connection(security.findings_conn_id) as conn:
-        ensure_findings_store(conn, security.findings_schema)
         report = record_findings(conn, security.findings_schema, name, run, findings, security.waivers, today)
     for item in report.findings:
         waived = f" [waived until {item.waiver.expires}: {item.waiver.reason}]" if item.waiver else ""
@@ -71,7 +69,9 @@ def run_check(name: str, run: RunInfo) -> CheckReport:
     return report
 
 
-def alert_report(report: CheckReport) -> None:
+def alert_report(report: CheckReport, *, dedup_prefix: str = "security") -> None:
+    """One alert per severity of the report's active findings, resolved once none are left; other wings recording
+    findings (capacity) pass their own `dedup_prefix`, so their incidents are theirs."""
     source = f"{report.run.dag_id}.{report.check}"
     active = report.active()
     for severity in SEVERITY_ORDER:
@@ -86,7 +86,7 @@ def alert_report(report: CheckReport) -> None:
                         source=source,
                         summary=f"{report.check}: no {severity} findings left",
                         details=_listed({"run_id": report.run.run_id, "resolved": gone, "waived": waived}),
-                        dedup_key=f"security:{report.check}:{severity}",
+                        dedup_key=f"{dedup_prefix}:{report.check}:{severity}",
                         run_url=report.run.run_url,
                     )
                 )
@@ -109,7 +109,7 @@ def alert_report(report: CheckReport) -> None:
                         "messages": [item.finding.message for item in items[:10]],
                     }
                 ),
-                dedup_key=f"security:{report.check}:{severity}",
+                dedup_key=f"{dedup_prefix}:{report.check}:{severity}",
                 run_url=report.run.run_url,
             )
         )

@@ -12,19 +12,10 @@ from trading_ops.security.catalog import Frequency, SecurityCheck, checks_of
 
 
 def _run_info():
-    from trading_ops.alerting import airflow_run_url
     from trading_ops.policy import load_policy
-    from trading_ops.runtime import run_time
-    from trading_ops.security.findings import RunInfo
+    from trading_ops.runtime import run_info
 
-    context = get_current_context()
-    ti = context["ti"]
-    return RunInfo(
-        dag_id=ti.dag_id,
-        run_id=ti.run_id,
-        as_of=run_time(context),
-        run_url=airflow_run_url(load_policy(), ti.dag_id, ti.run_id, ti.task_id),
-    )
+    return run_info(get_current_context(), load_policy())
 
 
 def check_task(check: SecurityCheck):

@@ -1,0 +1,1 @@
+SELECT * FROM ops.incidents WHERE incident_id = %(incident_id)s

@@ -1,0 +1,1 @@
+SELECT NOT EXISTS (SELECT FROM pg_class WHERE relnamespace = 'ops'::regnamespace)

@@ -1,0 +1,1 @@
+REVOKE ALL ON DATABASE {database} FROM {grantee} CASCADE;

@@ -1,0 +1,1 @@
+ALTER DATABASE {database} WITH CONNECTION LIMIT {limit};

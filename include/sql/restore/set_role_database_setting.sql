@@ -1,0 +1,1 @@
+ALTER ROLE {role} IN DATABASE {database} SET {setting} TO {values};

@@ -1,0 +1,55 @@
+"""A PostgreSQL cluster of its own that archives WAL, for the tests of point-in-time restores and drills: its own
+archive, repository and policy (readable by the postgres OS user, which runs the recovery instances), demo data
+in one database and copies of it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+
+from tests.support.harness import DEMO_END, RUN_DIR
+
+
+@contextmanager
+def archiving_cluster(
+    name: str, demo_database: str, *, copies: Sequence[str] = (), empty: Sequence[str] = ()
+) -> Generator[tuple[object, Path]]:
+    """(cluster, policy path) under RUN_DIR/<name>: `demo_database` holds the demo schema and a month of data,
+    `copies` are made from it as a template, `empty` are created empty; removed afterwards."""
+    from trading_ops.dev.demo_data import create_schema, load_demo_data
+    from trading_ops.dev.local_policy import write_local_policy
+    from trading_ops.dev.localpg import LocalCluster
+
+    base = RUN_DIR / name
+    cluster = LocalCluster(base / "pg")
+    policy = write_local_policy(
+        base / "policy.yaml", base / "root", wal_archive_dir=cluster.wal_archive_dir, airflow_url=""
+    )
+    cluster.init()
+    cluster.start()
+    try:
+        cluster.create_database(demo_database)
+        with psycopg.connect(cluster.conninfo(demo_database)) as conn:
+            create_schema(conn)
+            load_demo_data(conn, end=DEMO_END, months=1, step=timedelta(hours=6), order_step=timedelta(days=1))
+        for copy in copies:
+            cluster.create_database(copy, template=demo_database)
+        for database in empty:
+            cluster.create_database(database)
+        yield cluster, policy
+    finally:
+        cluster.stop(mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def archive_now(cluster) -> str:
+    """Switch WAL and wait until the segment is archived; returns its name."""
+    from trading_ops.backup.wal import switch_and_wait
+
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        return switch_and_wait(conn, cluster.wal_archive_dir, timedelta(seconds=30))
