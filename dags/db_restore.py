@@ -146,6 +146,21 @@ ALTER DATABASE trading_db WITH ALLOW_CONNECTIONS true;
 ```
 and scale `trading-api` back. The report task prints these lines with the real names.
 
+## Drills: the proof that this runbook will work
+`db_restore_drill` (Sundays 05:00, after db_backup_full) runs this DAG's recovery machinery on the worker every
+week: the newest full backup and a point-in-time target inside the WAL window, recovered onto a recovery instance
+and verified like a real restore; production is never touched and nothing is scaled. `python -m trading_ops
+drills list` prints the records (backup, target, outcome, RTO per phase); `backups list` shows when each backup
+was last drilled, and retention never deletes the newest backup whose drill passed. Its alerts, and what they
+mean for a restore you are about to run:
+- *restore_drill failed* (P2, `alerting.dag_levels.db_restore_drill`): the named phase failed on that backup;
+  prefer an older drilled backup for a real restore until a new full backup drills clean (db_restore_drill's
+  runbook has the triage per phase).
+- `restore_drill_stale` (system_health, `monitoring.freshness.restore_drill`, a warning): no drill passed in
+  `restore.drill.max_age` (8 days), so no backup is currently proven restorable.
+- RTO over `restore.drill.rto_budget` (1h; P2, from the drill's `check_drill_health`): a real restore of this
+  size will not fit the P1 resolution time; the drill record's phases say where the time goes.
+
 ## Owner
 SRE/DBA team (`sre-dba`). A failed run pages as **P1** (policy `alerting.dag_levels.db_restore`), except a request
 or policy problem (`errors.UserError`, e.g. a refused form value): that fails at once without retries and goes to the

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.support.archiving import archive_now, archiving_cluster
+from tests.support.archiving import archive_now, archiving_cluster, verified_full_backup
 from tests.support.dagbag import fresh_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -30,6 +30,16 @@ def _moment(offset: int) -> datetime:
     return _FIRST_RUN + timedelta(seconds=offset)
 
 
+def _use_rto_budget_of_one_second(drill_cluster, tmp_path: Path, monkeypatch) -> None:
+    """The drill cluster's policy with `restore.drill.rto_budget: 1s`, which every drill exceeds."""
+    _, shipped = drill_cluster
+    data = yaml.safe_load(shipped.read_text())
+    data["restore"]["drill"]["rto_budget"] = "1s"
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("TRADING_OPS_POLICY", str(path))
+
+
 @pytest.fixture(scope="module")
 def drill_cluster():
     with archiving_cluster("drill", "drill_db", empty=["drill_ops_state"]) as cluster_and_policy:
@@ -39,15 +49,8 @@ def drill_cluster():
 @pytest.fixture(scope="module")
 def first_backup(drill_cluster):
     """The verified full backup the drills recover (until a later test takes a newer one)."""
-    from trading_ops import backup as backups
-
     cluster, policy = drill_cluster
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRADING_OPS_POLICY", str(policy))
-        patch.setenv("AIRFLOW_CONN_TRADING_DB", cluster.uri("drill_db"))
-        repository = backups.repository_from_policy()
-        info = backups.take_full_backup(repository, "20261101T000000Z", conn_id="trading_db")
-        return backups.verify_backup(repository, info, deep=False)
+    return verified_full_backup(cluster, policy, "drill_db")
 
 
 @pytest.fixture
@@ -236,12 +239,7 @@ def test_drill_health_alerts_on_an_rto_over_budget_and_system_health_on_a_stale_
     from trading_ops.policy import load_policy
     from trading_ops.restore.drill import newest_passed_drill, rto_finding
 
-    _, shipped = drill_cluster
-    data = yaml.safe_load(shipped.read_text())
-    data["restore"]["drill"]["rto_budget"] = "1s"
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    monkeypatch.setenv("TRADING_OPS_POLICY", str(path))
+    _use_rto_budget_of_one_second(drill_cluster, tmp_path, monkeypatch)
     policy = load_policy()
     slow = {"drill_id": "x", "backup_id": "y", "outcome": "passed", "rto_seconds": 5.0, "phases": {"replay": 5.0}}
 
@@ -266,12 +264,7 @@ def test_the_drill_budget_must_fit_inside_the_p1_resolution_time(make_policy):
 def test_a_passed_drill_over_its_rto_budget_alerts(drill, drill_cluster, drill_dag, alert_fakes, tmp_path, monkeypatch):
     """Last: it drills whatever full backup is newest by now (the retention test's)."""
     slack, pagerduty = alert_fakes
-    _, shipped = drill_cluster
-    data = yaml.safe_load(shipped.read_text())
-    data["restore"]["drill"]["rto_budget"] = "1s"
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    monkeypatch.setenv("TRADING_OPS_POLICY", str(path))
+    _use_rto_budget_of_one_second(drill_cluster, tmp_path, monkeypatch)
 
     run = drill_dag.test(logical_date=_moment(4))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support.archiving import archive_now, archiving_cluster
+from tests.support.archiving import archive_now, archiving_cluster, verified_full_backup
 from tests.support.dagbag import fresh_dag
 
 pytestmark = pytest.mark.usefixtures("airflow_db", "second_person_approves")
@@ -35,15 +35,8 @@ def pitr_cluster():
 @pytest.fixture(scope="module")
 def full_backup(pitr_cluster):
     """One verified full backup of the cluster, taken before any test writes."""
-    from trading_ops import backup as backups
-
     cluster, policy = pitr_cluster
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRADING_OPS_POLICY", str(policy))
-        patch.setenv("AIRFLOW_CONN_TRADING_DB", cluster.uri("pitr_time"))
-        repository = backups.repository_from_policy()
-        info = backups.take_full_backup(repository, "20261101T000000Z", conn_id="trading_db")
-        return backups.verify_backup(repository, info, deep=False)
+    return verified_full_backup(cluster, policy, "pitr_time")
 
 
 @pytest.fixture

@@ -121,7 +121,10 @@ def e2e_service_env(
     }
 
 
-@pytest.fixture(scope="session")
+# Package scope: the real scheduler stops once the e2e tests are done. Left running (the e2e runs unpause their
+# DAGs), it would run system_health, incident_tracker and incident_response on their schedules for the rest of
+# the session, into the session's Slack, PagerDuty and heartbeat fakes that later tests assert on.
+@pytest.fixture(scope="package")
 def airflow_standalone(pg_cluster, e2e_service_env):
     pg_cluster.create_database("airflow_e2e")
     airflow = AirflowStandalone(

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.support.harness import DEMO_END, RUN_DIR
 
@@ -53,3 +54,15 @@ def archive_now(cluster) -> str:
 
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         return switch_and_wait(conn, cluster.wal_archive_dir, timedelta(seconds=30))
+
+
+def verified_full_backup(cluster, policy: Path, database: str):
+    """Full backup 20261101T000000Z of the cluster (its dump of `database`) under `policy`, verified."""
+    from trading_ops import backup as backups
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRADING_OPS_POLICY", str(policy))
+        patch.setenv("AIRFLOW_CONN_TRADING_DB", cluster.uri(database))
+        repository = backups.repository_from_policy()
+        info = backups.take_full_backup(repository, "20261101T000000Z", conn_id="trading_db")
+        return backups.verify_backup(repository, info, deep=False)
