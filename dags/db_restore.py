@@ -80,17 +80,22 @@ other.
 `backup` (the default) restores the chosen full backup's dump: the data as it was when that backup was taken.
 `latest` and `time` replay WAL on top of a base backup, so the week's trades since Sunday come back too:
 - validate_request picks the newest full backup whose base backup **ended** before the target (`latest`: the
-  newest), indexes every WAL file in the WAL archive and in the daily bundles under `incremental/`, and refuses
-  a target outside the recoverable window or a missing segment between the base backup and the target
-  (timeline-aware: it follows the newest timeline whose history contains the backup's) with one sentence naming
-  the window or the segment. Nothing is scaled or changed then. The dry run prints the base backup, every WAL
-  segment with where it is (archive or which bundle), the estimated replay size and the checks.
+  newest), indexes every WAL file in the WAL archive, the repository's shipped `wal/` and the daily bundles
+  under `incremental/`, and refuses a target outside the recoverable window or a missing segment between the base
+  backup and the target (timeline-aware: it follows the newest timeline whose history contains the backup's) with
+  one sentence naming the window or the segment. It checks what a dump restore checks (the role may swap the
+  database and install amcheck, room on the server for the staging copy) and the worker's disk for the base
+  backup and its WAL. Nothing is scaled or changed then. The dry run prints the base backup, every WAL segment
+  with where it is (archive, repository or which bundle), the estimated replay size and the checks.
 - restore_database extracts the base backup into a private directory on the worker
   (`$TMPDIR/trading-ops-recovery-<staging db>`), starts a *recovery instance* (server programs of the backup's
   major version, a free 127.0.0.1 port, `hot_standby = off`, socket-only trust) whose `restore_command` is
-  `python -m trading_ops wal fetch %f %p` (checks each file's size and sha256, decrypts, decompresses), logs
-  the segments fetched while it replays, then streams the database into the staging database (schema,
-  per-table `pg_dump | pg_restore` pipes `jobs` at a time, indexes and constraints with `pg_restore --jobs`).
+  `python -m trading_ops wal fetch %f %p` (checks each file's size and sha256, decrypts, decompresses; a damaged
+  file aborts the recovery instead of passing for the end of the WAL), logs the segments fetched while it
+  replays, then streams the database into the staging database (schema, per-table `pg_dump | pg_restore` pipes
+  `jobs` at a time, indexes and constraints with `pg_restore --jobs`), created with the live database's encoding,
+  locale and tablespace. From an object-store repository (the host lost) only the segments this recovery replays
+  are downloaded, beside the instance, not the whole WAL archive.
 - verify_integrity compares every table's row count with the recovery instance's and checks that recovery
   stopped where asked: the last replayed transaction committed at or before `target_time` and the stop record is
   the first commit after it (`latest`: the newest segment of the chain was replayed). Then swap as usual.

@@ -446,7 +446,7 @@ def test_wal_shipped_encrypted_is_age_on_s3_and_reads_back_identically(on_s3, s3
     from trading_ops.backup.wal_ship import shipped_record, wal_dir
     from trading_ops.backup.wal_sources import chain, collect, localize, write_identity, write_index
     from trading_ops.streams import EncryptionKey
-    from trading_ops.wal_fetch import INDEX_ENV
+    from trading_ops.wal_fetch import DAMAGED, INDEX_ENV
 
     cluster, policy = s3_cluster
     _use_policy(
@@ -488,9 +488,9 @@ def test_wal_shipped_encrypted_is_age_on_s3_and_reads_back_identically(on_s3, s3
     assert not alone.missing and name in alone.segments
 
     instance = tmp_path / "instance"
-    files = localize(files, instance)
+    files = localize(files, alone.segments, instance)
     identity = tmp_path / "identity"
-    write_identity(identity, key)
+    write_identity(identity, str(key.identity))
     index = tmp_path / "index.json"
     write_index(index, files, log=tmp_path / "fetch.log", identity_file=identity)
 
@@ -506,9 +506,9 @@ def test_wal_shipped_encrypted_is_age_on_s3_and_reads_back_identically(on_s3, s3
     fetched = fetch(tmp_path / "fetched")
     assert fetched.returncode == 0, fetched.stderr
     assert hashlib.sha256((tmp_path / "fetched").read_bytes()).hexdigest() == record["raw_sha256"]
-    write_identity(identity, EncryptionKey.from_secret(EncryptionKey.generate(), "backup_encryption_key"))
+    write_identity(identity, str(EncryptionKey.from_secret(EncryptionKey.generate(), "backup_encryption_key").identity))
     refused = fetch(tmp_path / "refused")
-    assert refused.returncode == 2 and "cannot be decrypted" in refused.stderr
+    assert refused.returncode == DAMAGED and "cannot be decrypted" in refused.stderr
     assert not (tmp_path / "refused").exists()
 
 

@@ -164,8 +164,9 @@ def test_alerts_security_logs_and_capacity_are_what_the_runs_recorded(
     from tests.support.monitoring import healthy_metrics
     from trading_ops.db import connection
     from trading_ops.monitoring.state import check_system_health
+    from trading_ops.opsstate import migrate
     from trading_ops.policy import load_policy
-    from trading_ops.security.findings import Finding, RunInfo, ensure_findings_store, record_findings
+    from trading_ops.security.findings import Finding, RunInfo, record_findings
 
     log_dir = tmp_path / "app-logs"
     log_dir.mkdir()
@@ -191,7 +192,7 @@ def test_alerts_security_logs_and_capacity_are_what_the_runs_recorded(
         as_of = minutes(number * 60 * 24)
         info = RunInfo(dag_id, f"scheduled__{number}", as_of, "")
         with connection(policy.security.findings_conn_id) as conn:
-            ensure_findings_store(conn, "ops")
+            migrate(conn)
             record_findings(conn, "ops", check, info, findings, list(waivers), TODAY)
 
     def tls(subject: str, severity: str = "warning") -> Finding:

@@ -20,6 +20,7 @@ T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def _forget_prepared_databases():
+    opsstate._migrated.clear()
     opsstate._ready.clear()
 
 
@@ -123,6 +124,11 @@ def _old_ops_tables(conn) -> None:
 
 def test_the_old_state_in_trading_db_is_moved_once_and_dropped_there(pg_conn, ops_conn):
     _old_ops_tables(pg_conn)
+    # A reader (the Ops page) gets a migrated ops state but never moves, and so never drops, the old tables.
+    with opsstate.reading_only(), opsstate.connection("ops_state") as conn:
+        assert conn.execute("SELECT count(*) FROM ops.alert_rule_state").fetchone() == (0,)
+    assert pg_conn.execute("SELECT count(*) FROM ops.alert_rule_state").fetchone() == (1,), "still in trading_db"
+    pg_conn.rollback()  # its lock on the old table would hold up the move's DROP below
 
     with opsstate.connection("ops_state") as conn:
         assert conn.execute("SELECT rule, state, last_value FROM ops.alert_rule_state").fetchall() == [
@@ -165,6 +171,7 @@ def test_the_state_works_while_trading_db_is_down_and_moves_later(pg_conn, ops_c
     assert "was not moved yet" in caplog.text
 
     monkeypatch.setenv("AIRFLOW_CONN_TRADING_DB", live)
+    opsstate._migrated.clear()
     opsstate._ready.clear()  # the next task: a new process
     with opsstate.connection("ops_state") as conn:
         assert conn.execute("SELECT state, last_value FROM ops.alert_rule_state").fetchall() == [("ok", 0.2)], (

@@ -157,6 +157,32 @@ def test_latest_restores_every_row_whose_segment_was_archived(pitr, restore_dag,
     assert _no_instance_left(run)
 
 
+def test_a_point_in_time_restore_keeps_the_databases_encoding_and_locale(pitr, restore_dag, fake_trading_api):
+    """The transfer (pg_dump without --create) carries no encoding: the staging copy is created like the target."""
+    from psycopg import sql
+
+    name = "pitr_latin1"
+    with psycopg.connect(pitr.conninfo(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1' LOCALE 'C'").format(sql.Identifier(name))
+        )
+    with psycopg.connect(pitr.conninfo(name)) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO notes SELECT g, 'caf' || chr(233) FROM generate_series(1, 50) g")
+        conn.commit()
+
+    run = restore_dag.test(run_conf=_real(name, recovery_target="latest"))
+
+    assert run.state == "success", _states(run)
+    with psycopg.connect(pitr.conninfo()) as conn:
+        restored = conn.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+    assert restored == ("LATIN1", "C", "C")
+    with psycopg.connect(pitr.conninfo(name)) as conn:
+        assert conn.execute("SELECT count(*), min(body) FROM notes").fetchone() == (50, "caf\u00e9")
+
+
 def _databases(cluster) -> set[str]:
     with psycopg.connect(cluster.conninfo()) as conn:
         return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
@@ -332,6 +358,13 @@ def test_wal_fetch_hands_out_only_files_that_match_their_checksum(tmp_path):
     (tmp_path / "segment.zst").write_bytes(bytes(damaged))
     assert fetch(name, tmp_path / "again", index) == DAMAGED and not (tmp_path / "again").exists()
     assert "checksum" in log.read_text().splitlines()[-1]
+    # A file the index lists without a checksum (a WAL archive's plain copy has none) that does not decompress: the
+    # decompressor's own error stops the recovery too, with a status PostgreSQL does not read as "no such file".
+    (tmp_path / "segment.zst").write_bytes(b"not a zstd frame at all")
+    unchecked = {**entry, "sha256": None, "size": len(b"not a zstd frame at all")}
+    index.write_text(json.dumps({"files": {name: unchecked}, "log": str(log), "identity_file": None}))
+    assert fetch(name, tmp_path / "again", index) == DAMAGED > 125 and not (tmp_path / "again").exists()
+    assert (tmp_path / "index.json").unlink() is None and fetch(name, tmp_path / "again", index) == DAMAGED
 
 
 def test_wal_fetch_imports_no_airflow(tmp_path):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from trading_ops.opsstate import migrate
 from trading_ops.policy import Waiver
 from trading_ops.security import runner
-from trading_ops.security.findings import Finding, RunInfo, ensure_findings_store, match_waiver, record_findings
+from trading_ops.security.findings import Finding, RunInfo, match_waiver, record_findings
 
 DATA = Path(__file__).parent / "data" / "security"
 T0 = datetime(2026, 11, 1, 17, 0, tzinfo=UTC)
@@ -29,8 +30,8 @@ def run(number: int, days: int = 0) -> RunInfo:
 
 @pytest.fixture
 def store(pg_conn):
-    ensure_findings_store(pg_conn, "ops")
-    ensure_findings_store(pg_conn, "ops")  # a second DAG run creating it again changes nothing
+    migrate(pg_conn)
+    migrate(pg_conn)  # a second DAG run creating it again changes nothing
     return pg_conn
 
 

@@ -10,11 +10,12 @@ in include/sql/opsstate/migrations/ (NNN_name.sql, applied in order, each record
 under one advisory lock, so an existing table is upgraded in place and two DAGs starting together apply nothing twice).
 Then, once, the rows of the `ops` tables of the database the state lived in before (`alerting.legacy_state_conn_id`,
 trading_db) are copied here and those old tables dropped; while that database cannot be reached the move waits for
-the next task and the state works without it.
+the next task and the state works without it. Inside `reading_only()` (the Ops page) the move is never made.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from collections.abc import Generator
@@ -32,8 +33,22 @@ log = logging.getLogger(__name__)
 SCHEMA = "ops"
 MIGRATIONS_DIR = SQL_DIR / "opsstate" / "migrations"
 _MIGRATION_NAME = re.compile(r"(\d{3})_(\w+)\.sql")
-# Databases (host, port, name) this process has migrated and moved the legacy state into.
+# Databases (host, port, name) this process has migrated, and those it has also moved the legacy state into.
+_migrated: set[tuple[str, int, str]] = set()
 _ready: set[tuple[str, int, str]] = set()
+# Set while a reader (the Ops page) connects: the one-time move, which drops the old tables in trading_db, is left to
+# the tasks.
+_reading_only: contextvars.ContextVar[bool] = contextvars.ContextVar("reading_only", default=False)
+
+
+@contextmanager
+def reading_only() -> Generator[None]:
+    """Connections opened inside migrate the ops schema as usual but never move (and drop) the legacy state."""
+    token = _reading_only.set(True)
+    try:
+        yield
+    finally:
+        _reading_only.reset(token)
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -125,7 +140,11 @@ def _prepare(conn: psycopg.Connection) -> None:
     key = (conn.info.host, conn.info.port, conn.info.dbname)
     if key in _ready:
         return
-    migrate(conn)
+    if key not in _migrated:
+        migrate(conn)
+        _migrated.add(key)
+    if _reading_only.get():
+        return
     legacy_conn_id = load_policy().alerting.legacy_state_conn_id
     if legacy_conn_id:
         try:

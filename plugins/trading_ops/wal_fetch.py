@@ -8,8 +8,11 @@ its stored bytes must be (size, and the sha256 of a bundle's manifest). A bundle
 decompressed; the result is written under a temporary name and renamed to %p, so the server never reads half a
 segment. Each fetch appends one line to the index's `log` (the restore task reports progress from it).
 
-Exit status 0: the file is at %p. 1: the index has no such file (normal at the end of the WAL). 2: the file exists
-but is damaged or cannot be decrypted (PostgreSQL then stops the recovery, which the restore task reports).
+Exit status 0: the file is at %p. 1: the index has no such file (normal at the end of the WAL). 255: the file
+exists but is damaged or cannot be decrypted, or the index cannot be read. PostgreSQL takes any status up to 125 as
+"no such file", ends recovery there and promotes: a damaged segment would silently cut the recovery short. A status
+above 125 (a shell error to PostgreSQL) aborts the recovery instead, which the restore task reports with the
+instance's log and this command's one line about the file.
 
 Deliberately light: stdlib, zstandard and pyrage only, no Airflow and none of the project modules that import it.
 The command runs once per segment, and importing Airflow alone costs about 3 s, longer than replaying a segment.
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 
 INDEX_ENV = "TRADING_OPS_WAL_INDEX"
-NOT_FOUND, DAMAGED = 1, 2
+NOT_FOUND, DAMAGED = 1, 255
 
 
 class WalFetchError(Exception):
@@ -70,22 +73,28 @@ def read_entry(entry: dict, identity: str | None) -> bytes:
 
 def fetch(name: str, destination: Path, index_path: Path) -> int:
     """Put WAL file `name` at `destination`; returns the exit status (see the module's docstring)."""
-    index = json.loads(index_path.read_text())
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"wal fetch: the segment index {index_path} cannot be read: {exc}", file=sys.stderr)
+        return DAMAGED
     entry = index["files"].get(name)
     if entry is None:
         return NOT_FOUND
     started = time.monotonic()
     identity_file = index.get("identity_file")
+    # Any failure to hand over a file the index has (a decompressor's own error types included) must stop the
+    # recovery, never read as the end of the WAL.
     try:
         content = read_entry(entry, Path(identity_file).read_text().strip() if identity_file else None)
-    except (OSError, ValueError, WalFetchError) as exc:
+        temporary = destination.with_name(f".{destination.name}.partial")
+        with open(temporary, "wb") as handle:
+            handle.write(content)
+        os.replace(temporary, destination)
+    except Exception as exc:
         print(f"wal fetch: {name}: {exc}", file=sys.stderr)
         _log(index, {"name": name, "error": str(exc)})
         return DAMAGED
-    temporary = destination.with_name(f".{destination.name}.partial")
-    with open(temporary, "wb") as handle:
-        handle.write(content)
-    os.replace(temporary, destination)
     _log(index, {"name": name, "source": entry["source"], "seconds": round(time.monotonic() - started, 3)})
     return 0
 

@@ -49,10 +49,13 @@ def archiving_cluster(
 
 
 def archive_now(cluster) -> str:
-    """Switch WAL and wait until the segment is archived; returns its name."""
+    """Close a new segment and wait until it is archived; returns its name."""
     from trading_ops.backup.wal import switch_and_wait
 
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        # A commit record first: on a server idle since the last switch, pg_switch_wal() switches nothing and
+        # names the segment archived before.
+        conn.execute("SELECT pg_current_xact_id()")
         return switch_and_wait(conn, cluster.wal_archive_dir, timedelta(seconds=30))
 
 

@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from trading_ops.backup.full import BackupError, stored_name
 from trading_ops.backup.repository import Repository, isoformat, open_upload, parse_time, write_json_atomic
 from trading_ops.backup.wal import archived_names
-from trading_ops.backup.wal_names import SEGMENT_RE
 from trading_ops.streams import Compression, EncryptionKey, write_stream
 
 WAL_DIR = "wal"
@@ -37,20 +34,6 @@ WAL_DIR = "wal"
 
 class WalShipConflict(BackupError):
     """A WAL file in the repository has other content than the archive's file of that name."""
-
-
-@dataclass(frozen=True)
-class Shipped:
-    name: str
-    record: dict
-
-    @property
-    def archived_at(self) -> datetime:
-        return parse_time(self.record["archived_at"])
-
-    @property
-    def shipped_at(self) -> datetime:
-        return parse_time(self.record["shipped_at"])
 
 
 def wal_dir(repository: Repository):
@@ -76,7 +59,6 @@ def ship_wal(
     *,
     compression: Compression,
     key: EncryptionKey | None,
-    segment_size: int | None = None,
 ) -> list[str]:
     """Copy every archived WAL file the repository lacks; returns the names shipped, in name order."""
     # One listing: a record is read only for a file the archive changed after it was shipped.
@@ -86,8 +68,6 @@ def ship_wal(
     for name in sorted(archived_names(archive_dir)):
         local = archive_dir / name
         stat = local.stat()
-        if segment_size and SEGMENT_RE.match(name) and stat.st_size != segment_size:
-            continue  # cut short (archive_wal.sh never leaves one; a hand copy might): not a segment to keep
         archived_at = datetime.fromtimestamp(stat.st_mtime, UTC)
         if name in published:
             if archived_at <= published[name]:
@@ -100,7 +80,10 @@ def ship_wal(
                 )
             continue
         relative = stored_name(name, compression, key)
-        with repository.errors(f"shipping WAL file {name}"), open(local, "rb") as source:
+        # Read the archive outside the store's error translation: a local failure (say, a file the worker may not
+        # read) is not the store refusing the connection's credentials.
+        raw_sha256 = _sha256(local)
+        with open(local, "rb") as source, repository.errors(f"shipping WAL file {name}"):
             with open_upload(directory / relative) as sink:
                 stored = write_stream(source, sink, relative, compression, key)
             entry = stored.as_manifest()
@@ -109,7 +92,7 @@ def ship_wal(
                 {
                     "name": name,
                     **entry,
-                    "raw_sha256": _sha256(local),
+                    "raw_sha256": raw_sha256,
                     "compression": compression.algorithm,
                     "encryption": key.as_manifest() if key else None,
                     "archived_at": isoformat(archived_at),
@@ -122,7 +105,20 @@ def ship_wal(
 
 def shipped_names(repository: Repository) -> set[str]:
     """Names of the WAL files published in the repository (a listing only: no record is read)."""
-    return {name.removesuffix(".json") for name in wal_listing(repository) if name.endswith(".json")}
+    return set(shipped_files(repository))
+
+
+def shipped_files(repository: Repository) -> dict[str, bool]:
+    """Each WAL file published in the repository, by name: whether it is stored encrypted (from one listing)."""
+    listing = wal_listing(repository)
+    # A stored name is `stored_name(name, ...)`: the file's name, the compression's suffix, then .age if encrypted.
+    encrypted = {
+        stored.removesuffix(".age").removesuffix(Compression.of_file(stored).suffix)
+        for stored in listing
+        if stored.endswith(".age")
+    }
+    published = [name.removesuffix(".json") for name in listing if name.endswith(".json")]
+    return {name: name in encrypted for name in published}
 
 
 def offhost_lag(repository: Repository, archive_dir: Path, at: datetime, kept: timedelta) -> timedelta | None:
@@ -157,17 +153,3 @@ def wal_listing(repository: Repository) -> dict[str, tuple]:
         for info in listing
         if info.get("type") == "file"
     }
-
-
-def local_copy(repository: Repository, record: dict, cache_dir: Path) -> Path:
-    """The stored bytes of a shipped WAL file, downloaded into `cache_dir` (once: a copy of the right size is
-    reused; its checksum is checked by whoever reads it, `wal_fetch.read_entry`)."""
-    target = cache_dir / record["path"]
-    if target.exists() and target.stat().st_size == record["size"]:
-        return target
-    temporary = target.with_name(f".{target.name}.partial")
-    with repository.errors(f"reading WAL file {record['name']}"):
-        data = (wal_dir(repository) / record["path"]).read_bytes()
-    temporary.write_bytes(data)
-    os.replace(temporary, target)
-    return target

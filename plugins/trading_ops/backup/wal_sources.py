@@ -1,11 +1,13 @@
 """Where every WAL file a point-in-time recovery needs is, whether the chain is whole, and the recoverable window.
 
 Sources, in the order a fetch prefers them: the WAL archive (`backup.wal_archive_dir`, plain files, the fastest),
-then the WAL shipped off the host into the repository's `wal/` (`wal_ship`; on object storage, downloaded into a
-local cache only for the files the archive lacks: all of them once the database host is lost), then the daily
-bundles under `incremental/` (compressed, maybe encrypted, each file with the sha256 of its manifest). `collect`
-indexes them all; `write_index` saves the index for `python -m trading_ops wal fetch` (`trading_ops.wal_fetch`),
-the recovery instance's restore_command, after `localize` copied the downloaded files beside the instance.
+then the WAL shipped off the host into the repository's `wal/` (`wal_ship`), then the daily bundles under
+`incremental/` (compressed, maybe encrypted, each file with the sha256 of its manifest). `collect` indexes them
+all (`WalFiles`); of the repository's `wal/` it only lists the names: a shipped file's record is read and its bytes
+downloaded into a local cache when its entry is first looked up, so once the database host is lost a recovery
+downloads the segments it replays, not the whole 30-day archive. `localize` puts the entries a recovery replays
+beside the instance (the downloads copied there) and `write_index` saves them for `python -m trading_ops wal fetch`
+(`trading_ops.wal_fetch`), the recovery instance's restore_command.
 
 The chain a base backup needs runs from its `wal_start_segment` on, timeline-aware: recovery follows the newest
 timeline whose history file is available (as `recovery_target_timeline = latest` does), so each segment number is
@@ -25,13 +27,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from trading_ops import pgtools
 from trading_ops.backup.catalog import list_backups
-from trading_ops.backup.repository import BackupInfo, Repository, is_local
+from trading_ops.backup.repository import DIR_BY_TYPE, BackupInfo, Repository, is_local
 from trading_ops.backup.wal import archived_names
 from trading_ops.backup.wal_names import (
     HISTORY_RE,
@@ -43,8 +45,7 @@ from trading_ops.backup.wal_names import (
     segment_timeline,
     timeline_of_segment,
 )
-from trading_ops.backup.wal_ship import local_copy, shipped_names, shipped_record
-from trading_ops.streams import EncryptionKey
+from trading_ops.backup.wal_ship import WAL_DIR, shipped_files, shipped_record
 from trading_ops.wal_fetch import read_entry
 
 # pg_waldump's description of a commit or abort record: "COMMIT 2026-11-01 10:00:00.123456 UTC; ..."
@@ -64,10 +65,79 @@ def _cache_dir() -> Path:
     return Path(_cache.name)
 
 
-def collect(archive_dir: Path | None, repository: Repository, segment_size: int) -> dict[str, dict]:
+class WalFiles(dict):
     """Every WAL file available, by name: the index entry `wal_fetch` reads (source, path, sizes, checksum,
-    compression, encryption) plus `time`, when it was archived (ISO UTC)."""
-    files: dict[str, dict] = {}
+    compression, encryption) plus `time`, when it was archived (ISO UTC).
+
+    A file only the repository's `wal/` holds is listed as {"source": "repository", "pending": True, "encrypted"}
+    (its stored name says whether it is encrypted) until its entry is looked up (`files[name]`): then its record is
+    read, once; its stored bytes are downloaded only by `readable(name)`, for whoever reads them. Names (`in`,
+    iteration) and `source(name)` read nothing; `values()`, `items()` and `get()` give the entries as they are."""
+
+    def __init__(self, repository: Repository):
+        super().__init__()
+        self._repository = repository
+
+    def __getitem__(self, name: str) -> dict:
+        entry = super().__getitem__(name)
+        if entry.get("pending"):
+            entry = _shipped_entry(self._repository, name)
+            self[name] = entry
+        return entry
+
+    def source(self, name: str) -> str:
+        return super().__getitem__(name)["source"]
+
+    def on_host(self, name: str) -> bool:
+        """Whether the file's bytes are on this host's disk already (not in an object store, not downloaded)."""
+        entry = super().__getitem__(name)
+        return not entry.get("pending") and entry["path"] is not None and not entry.get("downloaded")
+
+    def readable(self, name: str) -> dict:
+        """The entry with its bytes on this host: a file in an object-store repository (shipped, or in a bundle) is
+        downloaded into this process's cache, once."""
+        entry = self[name]
+        if entry["path"] is None:
+            path = _download(self._repository, entry["stored"], entry["size"])
+            entry = {**entry, "path": str(path), "downloaded": True}
+            self[name] = entry
+        return entry
+
+
+def _download(repository: Repository, stored: str, size: int) -> Path:
+    """The bytes of `stored` (a path under the repository's root) in this process's cache; a copy of the right
+    size is reused. Their checksum is checked by whoever reads them (`wal_fetch.read_entry`)."""
+    target = _cache_dir() / stored.replace("/", "_")
+    if target.exists() and target.stat().st_size == size:
+        return target
+    temporary = target.with_name(f".{target.name}.partial")
+    with repository.errors(f"reading {stored}"):
+        data = (repository.root / stored).read_bytes()
+    temporary.write_bytes(data)
+    os.replace(temporary, target)
+    return target
+
+
+def _shipped_entry(repository: Repository, name: str) -> dict:
+    record = shipped_record(repository, name)
+    encryption = record.get("encryption")
+    return {
+        "source": "repository",
+        "path": None,
+        "stored": f"{WAL_DIR}/{record['path']}",
+        "size": record["size"],
+        "sha256": record["sha256"],
+        "raw_size": record["raw_size"],
+        "compression": record["compression"],
+        "encrypted": bool(encryption),
+        "key_id": encryption["key_id"] if encryption else None,
+        "time": record["archived_at"],
+    }
+
+
+def collect(archive_dir: Path | None, repository: Repository, segment_size: int) -> WalFiles:
+    """Index the WAL archive, the repository's shipped WAL and the daily bundles (see `WalFiles`)."""
+    files = WalFiles(repository)
     local: dict[str, os.stat_result] = {}
     if archive_dir is not None and archive_dir.is_dir():
         for name in archived_names(archive_dir):
@@ -77,13 +147,16 @@ def collect(archive_dir: Path | None, repository: Repository, segment_size: int)
                 local[name] = stat
     # Oldest bundle first, so a newer bundle's copy of a file wins; the archive's plain copy wins over all.
     for bundle in reversed(list_backups(repository, "incremental")):
-        if bundle.verified is False or not is_local(bundle.path):
+        if bundle.verified is False:
             continue
         encryption = bundle.manifest.get("encryption")
+        on_host = is_local(bundle.path)
         for entry in bundle.manifest["files"]:
             files[entry["role"]] = {
                 "source": f"bundle {bundle.id}",
-                "path": str(bundle.path / entry["path"]),
+                # On object storage: downloaded by `WalFiles.readable` when a recovery reads it.
+                "path": str(bundle.path / entry["path"]) if on_host else None,
+                "stored": f"{DIR_BY_TYPE['incremental']}/{bundle.id}/{entry['path']}",
                 "size": entry["size"],
                 "sha256": entry["sha256"],
                 "raw_size": entry["raw_size"],
@@ -92,20 +165,9 @@ def collect(archive_dir: Path | None, repository: Repository, segment_size: int)
                 "key_id": encryption["key_id"] if encryption else None,
                 "time": bundle.manifest["stop_time"],
             }
-    for name in sorted(shipped_names(repository) - local.keys()):
-        record = shipped_record(repository, name)
-        encryption = record.get("encryption")
-        files[name] = {
-            "source": "repository",
-            "path": str(local_copy(repository, record, _cache_dir())),
-            "size": record["size"],
-            "sha256": record["sha256"],
-            "raw_size": record["raw_size"],
-            "compression": record["compression"],
-            "encrypted": bool(encryption),
-            "key_id": encryption["key_id"] if encryption else None,
-            "time": record["archived_at"],
-        }
+    for name, encrypted in shipped_files(repository).items():
+        if name not in local:
+            files[name] = {"source": "repository", "pending": True, "encrypted": encrypted}
     for name, stat in local.items():
         files[name] = {
             "source": "archive",
@@ -117,12 +179,20 @@ def collect(archive_dir: Path | None, repository: Repository, segment_size: int)
     return files
 
 
-def localize(files: dict[str, dict], directory: Path) -> dict[str, dict]:
-    """The index with the repository's downloaded files copied into `directory` (the recovery instance's, which
-    its server user can read; the download cache is this process's)."""
+def localize(files: WalFiles, segments: list[str], directory: Path) -> dict[str, dict]:
+    """The index a recovery replaying `segments` reads: every file already on this host (the archive, a local
+    repository's bundles), every timeline history file (the server probes them to pick its timeline), and of the
+    object store's files the `segments`, downloaded and copied into `directory` (the recovery instance's, which its
+    server user can read; the download cache is this process's). A segment left out is "no such file" to wal fetch,
+    as past the chain's end."""
+    wanted = set(segments)
     moved = {}
-    for name, entry in files.items():
-        if entry["source"] == "repository":
+    for name in files:
+        on_host = files.on_host(name)
+        if not on_host and name not in wanted and not HISTORY_RE.match(name):
+            continue
+        entry = files.readable(name)
+        if not on_host:
             directory.mkdir(exist_ok=True)
             target = directory / Path(entry["path"]).name
             shutil.copyfile(entry["path"], target)
@@ -137,11 +207,11 @@ def write_index(path: Path, files: dict[str, dict], *, log: Path, identity_file:
     )
 
 
-def write_identity(path: Path, key: EncryptionKey) -> None:
-    """The age identity, readable by its owner only, for a fetch of encrypted bundles."""
+def write_identity(path: Path, identity: str) -> None:
+    """The age identity (AGE-SECRET-KEY-1...), readable by its owner only, for a fetch of encrypted files."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(str(key.identity) + "\n")
+        handle.write(identity + "\n")
 
 
 @dataclass(frozen=True)
@@ -155,24 +225,19 @@ class Chain:
     missing: list[str]
     newest: str | None
     segment_size: int
-    history: list[str] = field(default_factory=list)
 
     @property
     def last(self) -> str | None:
         return self.segments[-1] if self.segments else None
 
-    @property
-    def replay_bytes(self) -> int:
-        return len(self.segments) * self.segment_size
 
-
-def _history(files: dict[str, dict], timeline: int, identity: str | None) -> list[tuple[int, int]]:
+def _history(files: WalFiles, timeline: int, identity: str | None) -> list[tuple[int, int]]:
     if timeline == 1:
         return []
-    return parse_history(read_entry(files[f"{timeline:08X}.history"], identity).decode())
+    return parse_history(read_entry(files.readable(f"{timeline:08X}.history"), identity).decode())
 
 
-def chain(files: dict[str, dict], first: str, segment_size: int, identity: str | None = None) -> Chain:
+def chain(files: WalFiles, first: str, segment_size: int, identity: str | None = None) -> Chain:
     base_timeline = segment_timeline(first)
     timelines = [int(name[:8], 16) for name in files if HISTORY_RE.match(name)]
     timeline = base_timeline
@@ -199,8 +264,7 @@ def chain(files: dict[str, dict], first: str, segment_size: int, identity: str |
         elif not missing:
             segments.append(name)
     newest = name_of(timeline_of_segment(begins, newest_number), newest_number, segment_size) if numbers else None
-    histories = sorted(f"{t:08X}.history" for t, _ in begins if t > 1)
-    return Chain(first, timeline, segments, missing, newest, segment_size, histories)
+    return Chain(first, timeline, segments, missing, newest, segment_size)
 
 
 def segment_commit_times(entry: dict, name: str, identity: str | None, server_major: int) -> list[datetime]:
@@ -219,10 +283,10 @@ def segment_commit_times(entry: dict, name: str, identity: str | None, server_ma
     return [datetime.fromisoformat(match + "+00:00") for match in _XACT_TIME.findall(result.stdout)]
 
 
-def last_commit_time(files: dict[str, dict], wal: Chain, identity: str | None, server_major: int) -> datetime | None:
+def last_commit_time(files: WalFiles, wal: Chain, identity: str | None, server_major: int) -> datetime | None:
     """The time of the last transaction the chain's segments hold (None when the last few hold none)."""
     for name in reversed(wal.segments[-COMMIT_SEARCH_SEGMENTS:]):
-        times = segment_commit_times(files[name], name, identity, server_major)
+        times = segment_commit_times(files.readable(name), name, identity, server_major)
         if times:
             return times[-1]
     return None

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from trading_ops.capacity import caches, workload
 from trading_ops.policy import WORKLOAD_CHECK, Policy, cache_check
-from trading_ops.security.findings import CheckReport, Finding, RunInfo, ensure_findings_store, record_findings
+from trading_ops.security.findings import CheckReport, Finding, RunInfo, record_findings
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,13 @@ def _mode(apply: bool, dry_run: bool) -> str:
 
 
 def record(policy: Policy, check: str, run: RunInfo, findings: list[Finding]) -> CheckReport:
-    from trading_ops.db import connection
+    from trading_ops.opsstate import connection
     from trading_ops.security.runner import alert_report
 
     security = policy.security
     today = run.as_of.astimezone(ZoneInfo(policy.timezone)).date()
+    # The ops state's own connection, as the security checks open it: migrated, the legacy state moved.
     with connection(security.findings_conn_id) as conn:
-        ensure_findings_store(conn, security.findings_schema)
         report = record_findings(conn, security.findings_schema, check, run, findings, policy.capacity.waivers, today)
     lines = [
         f"  {item.finding.severity:<8} {item.status:<10} {item.finding.subject}: {item.finding.message}"

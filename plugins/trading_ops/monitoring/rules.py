@@ -55,10 +55,6 @@ class Rule:
     def summary(self) -> str:
         return f"{self.name}: {self.condition} for {format_duration(self.for_)}"
 
-    @property
-    def no_data_summary(self) -> str:
-        return f"{self.name}: no data for {self.metric} for {format_duration(self.for_)}"
-
 
 def source_up_metric(metric: str, policy: Policy) -> str | None:
     """The `*_up` metric of the source that measures `metric`: while that source is down, the rules on its metrics

@@ -279,9 +279,13 @@ SECTIONS: tuple[Section, ...] = (
 
 
 def build_section(section: Section, policy: Policy, now: datetime) -> dict:
-    """The section's data, or `{"unavailable": sentence}` when its source cannot be read."""
+    """The section's data, or `{"unavailable": sentence}` when its source cannot be read. The page only reads: the
+    ops state's one-time move out of trading_db (which drops tables there) is left to the tasks."""
+    from trading_ops.opsstate import reading_only
+
     try:
-        return section.build(policy, now)
+        with reading_only():
+            return section.build(policy, now)
     except Exception as exc:  # one unreadable source must not take the whole page down
         log.exception("Ops page section %s failed", section.name)
         return {"unavailable": f"{section.title} cannot be shown: {_sentence(exc)}"}

@@ -108,6 +108,16 @@ def check_server_free_space(policy, needed_bytes: int, at: datetime) -> dict:
     return {"checked": True, "needed": needed, "free": free, "source": source}
 
 
+def describe_free_space(space: dict) -> str:
+    """The plan's line for what `check_server_free_space` found."""
+    if not space["checked"]:
+        return f"free space not checked: {space['reason']}"
+    return (
+        f"{space['free'] / 1024**3:.2f} GiB free ({space['source']}), the staging copy needs about "
+        f"{space['needed'] / 1024**3:.2f} GiB"
+    )
+
+
 def check_amcheck_available(conn_id: str) -> None:
     """The verification installs amcheck in a restored copy that lacks it: refuse a server or role that cannot."""
     with connection(conn_id, database="postgres") as conn:

@@ -237,7 +237,7 @@ def run_drill(drill_id: str, target: dict, policy, *, jobs: int = 2) -> DrillRes
             user=libpq_env(policy.restore.conn_id)["PGUSER"],
         )
         phase = "extract"
-        result.phases["extract"] = instance.prepare(base, files, None, identity, target_name=target["name"])[
+        result.phases["extract"] = instance.prepare(base, files, needed, None, identity, target_name=target["name"])[
             "extract_seconds"
         ]
         phase = "replay"

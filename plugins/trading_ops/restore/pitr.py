@@ -20,14 +20,20 @@ from trading_ops.restore.request import RestoreRefused, RestoreRequest
 log = logging.getLogger(__name__)
 
 
+# Segments of the chain past the estimated end of a time-target recovery that are still fetched for it.
+REPLAY_MARGIN = 16
+
+
 def bundle_identity(files: dict[str, dict], policy) -> str | None:
     """The age identity the encrypted bundles among `files` need (None when none is encrypted)."""
     from trading_ops.streams import EncryptionKey, EncryptionKeyError
 
-    key_ids = {entry["key_id"] for entry in files.values() if entry.get("encrypted")}
-    if not key_ids:
+    encrypted = [entry for entry in files.values() if entry.get("encrypted")]
+    if not encrypted:
         return None
     key = EncryptionKey.from_connection(policy.backup.encryption.key_conn_id)
+    # A shipped file whose record was not read yet names no key: wal fetch finds out when it decrypts it.
+    key_ids = {entry["key_id"] for entry in encrypted if entry.get("key_id")}
     if key_ids - {key.key_id}:
         raise EncryptionKeyError(
             f"WAL bundles are encrypted with {', '.join(sorted(key_ids))} but the key of connection "
@@ -69,6 +75,17 @@ def _segments_until(files: dict, segments: list[str], target: datetime) -> list[
         if archived_at(files, name) > target:
             break
     return needed
+
+
+def _segments_to_replay(files, wal, target: datetime | None) -> list[str]:
+    """The chain's segments a recovery to `target` (None: the end of the WAL) may read. For a time target: those up
+    to the estimate of `_segments_until` and REPLAY_MARGIN more, for a first commit past the target that lies
+    beyond the first segment archived after it (a segment archived late); past them recovery would stop short and
+    say so ("recovery ended before configured recovery target was reached")."""
+    if target is None:
+        return wal.segments
+    estimate = len(_segments_until(files, wal.segments, target))
+    return wal.segments[: estimate + REPLAY_MARGIN]
 
 
 def make_recovery_plan(request: RestoreRequest, policy, moment: datetime) -> dict:
@@ -117,6 +134,10 @@ def make_recovery_plan(request: RestoreRequest, policy, moment: datetime) -> dic
         raise RestoreRefused(f"target database {target_db!r} does not exist on {conn_id}.")
     database.check_may_swap(conn_id, target_db)
     checks.append(f"the role of {conn_id} may create and swap {target_db}")
+    database.check_amcheck_available(conn_id)
+    checks.append(f"the role of {conn_id} can install amcheck in the restored copy for the verification")
+    # The recovered database is at least as large as it was at the base backup.
+    free_space = database.check_server_free_space(policy, base.manifest["database_size"], moment)
     scratch = recovery.instance_dir("x").parent
     base_size = base.file_entry("base")["raw_size"]
     database.check_disk_space(scratch, base_size + len(needed) * segment_size)
@@ -128,7 +149,7 @@ def make_recovery_plan(request: RestoreRequest, policy, moment: datetime) -> dic
     staging = database.staging_name(target_db, moment)
     where: dict[str, int] = {}
     for name in needed:
-        where[files[name]["source"]] = where.get(files[name]["source"], 0) + 1
+        where[files.source(name)] = where.get(files.source(name), 0) + 1
     plan = {
         "request": request.to_dict(),
         "conn_id": conn_id,
@@ -142,6 +163,7 @@ def make_recovery_plan(request: RestoreRequest, policy, moment: datetime) -> dic
             "pg_dump_major": pgtools.program_major(pg_dump),
         },
         "pg_restore": pg_restore,
+        "server_free_space": free_space,
         "staging_database": staging,
         "retired_database": database.retired_name(target_db, moment),
         "recovery": {
@@ -156,7 +178,7 @@ def make_recovery_plan(request: RestoreRequest, policy, moment: datetime) -> dic
                 "server_major": base.server_major,
             },
             "timeline": wal.timeline,
-            "segments": [{"name": name, "source": files[name]["source"]} for name in needed],
+            "segments": [{"name": name, "source": files.source(name)} for name in needed],
             "segments_by_source": where,
             "replay_bytes": len(needed) * segment_size,
             "last_commit_in_wal": last_commit.isoformat() if last_commit else None,
@@ -192,6 +214,7 @@ def describe_recovery_plan(plan: dict) -> str:
         f"about {rec['replay_bytes'] / 1024**2:.0f} MB to replay; last commit in the WAL {rec['last_commit_in_wal']}",
         *(f"  {segment['name']}  {segment['source']}" for segment in segments),
         *(f"check passed      {check}" for check in rec["checks"]),
+        f"server disk       {database.describe_free_space(plan['server_free_space'])}",
         "1. scale the workload to 0 and wait until no pod is left"
         if request["scale_workload"]
         else "1. (workload not scaled)",
@@ -262,7 +285,8 @@ def restore_to_staging(plan: dict) -> dict:
     target = recovery.parse_time(rec["target_time"]) if rec["stop_at_target"] else None
     goal = rec["target_time"] if rec["stop_at_target"] else f"the end of the WAL ({wal.last})"
     try:
-        timings = {"switch_seconds": round(switch_seconds, 3), **instance.prepare(base, files, target, identity)}
+        extracted = instance.prepare(base, files, _segments_to_replay(files, wal, target), target, identity)
+        timings = {"switch_seconds": round(switch_seconds, 3), **extracted}
         replay_started = datetime.now(UTC)
         instance.start()
         instance.wait_until_promoted(policy.restore.recovery_timeout, len(rec["segments"]), goal)
@@ -271,7 +295,8 @@ def restore_to_staging(plan: dict) -> dict:
         timings["fetch_seconds"] = point["fetch_seconds"]
         log.info("Recovery point: %s", recovery.describe_point(point))
         database.drop_database(conn_id, staging)
-        database.create_database(conn_id, staging)
+        # The live database's encoding, locale and tablespace: the transfer (pg_dump without --create) carries none.
+        database.create_database(conn_id, staging, like=request["target_database"])
         try:
             moved = recovery.transfer(instance, request["target_database"], conn_id, staging, jobs=request["jobs"])
             count_started = time.monotonic()

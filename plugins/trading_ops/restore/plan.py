@@ -72,15 +72,6 @@ def make_plan(params: dict, moment: datetime) -> dict:
     return plan
 
 
-def _describe_free_space(space: dict) -> str:
-    if not space["checked"]:
-        return f"free space not checked: {space['reason']}"
-    return (
-        f"{space['free'] / 1024**3:.2f} GiB free ({space['source']}), the staging copy needs about "
-        f"{space['needed'] / 1024**3:.2f} GiB"
-    )
-
-
 def describe_plan(plan: dict, workload: kube.Workload) -> str:
     request, backup = plan["request"], plan["backup"]
     target = request["target_database"]
@@ -90,7 +81,7 @@ def describe_plan(plan: dict, workload: kube.Workload) -> str:
         f"{backup['dump_items']} dump items, {backup['files_checked']} file checksums verified"
         f"{', decrypted' if backup['encrypted'] else ''}",
         f"pg_restore        {plan['pg_restore']}",
-        f"server disk       {_describe_free_space(plan['server_free_space'])}",
+        f"server disk       {database.describe_free_space(plan['server_free_space'])}",
     ]
     if request["scale_workload"]:
         replicas = (

@@ -118,16 +118,17 @@ class RecoveryInstance:
     def prepare(
         self,
         backup,
-        files: dict,
+        files,
+        segments: list[str],
         target_time: datetime | None,
         identity: str | None,
         *,
         target_name: str | None = None,
     ) -> dict:
-        """Extract `backup`'s base backup and configure recovery to `target_time` or the restore point
-        `target_name` (neither: the end of the WAL)."""
+        """Extract `backup`'s base backup and configure recovery, replaying `segments` (of `files`, a
+        `wal_sources.WalFiles`), to `target_time` or the restore point `target_name` (neither: the end of the WAL)."""
         from trading_ops.backup.access import configure_recovery, extract_base_backup
-        from trading_ops.backup.wal_sources import localize, write_index
+        from trading_ops.backup.wal_sources import localize, write_identity, write_index
 
         self.remove()
         self.base_dir.mkdir(parents=True, mode=0o700)
@@ -148,10 +149,8 @@ class RecoveryInstance:
             self.data_dir, target_time=target_time, target_name=target_name, restore_command=self.restore_command()
         )
         if identity:
-            descriptor = os.open(self.identity_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(identity + "\n")
-        files = localize(files, self.base_dir / "repository-wal")
+            write_identity(self.identity_file, identity)
+        files = localize(files, segments, self.base_dir / "repository-wal")
         write_index(self.index_file, files, log=self.fetch_log, identity_file=self.identity_file if identity else None)
         self.log_file.touch()
         self.fetch_log.touch()

@@ -121,15 +121,6 @@ def _tables(schema: str) -> dict[str, str | tuple[str, str]]:
     }
 
 
-def ensure_findings_store(conn: psycopg.Connection, schema: str) -> None:
-    """The findings tables on `conn`: the ops state schema's migrations (`trading_ops.opsstate`) create them."""
-    from trading_ops.opsstate import SCHEMA, migrate
-
-    if schema != SCHEMA:
-        raise ValueError(f"The findings live in the ops state schema {SCHEMA!r}, not {schema!r}.")
-    migrate(conn)
-
-
 def record_findings(
     conn: psycopg.Connection,
     schema: str,
