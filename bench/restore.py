@@ -213,7 +213,7 @@ def drill(cluster, args) -> None:
 
     stock = StockInstance(Path(tempfile.gettempdir()) / "bench-drill-floor", base.server_major)
     try:
-        stock.prepare(base, files, None, None, target_name=target["name"])
+        stock.prepare(base, files, needed, None, None, target_name=target["name"])
         started = time.perf_counter()
         stock.start()
         stock.wait_until_promoted(timedelta(hours=1), len(needed), target["name"])
@@ -324,7 +324,8 @@ def pitr(cluster, args, bare_pg_restore: float) -> None:
     floor_instance = StockInstance(Path(tempfile.gettempdir()) / "bench-floor", base.server_major)
     files = wal_sources.collect(cluster.wal_archive_dir, repository, base.manifest["wal_segment_size"])
     started = time.perf_counter()
-    floor_instance.prepare(base, files, None, None)
+    # Its restore_command is cp from the archive: the index it is given is not read.
+    floor_instance.prepare(base, files, [], None, None)
     floor_instance.start()
     floor_instance.wait_until_promoted(timedelta(hours=1), 0, "the end of the WAL")
     floor = time.perf_counter() - started
